@@ -1,0 +1,113 @@
+"""What members answer: the structured output schema, and the claims and answers recorded from it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AnswerDraft",
+    "Citation",
+    "Claim",
+    "ClaimDraft",
+    "FactLabel",
+    "MemberAnswer",
+    "MemberFailure",
+    "MemberOutcome",
+]
+
+FactLabel = Literal["SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"]
+
+
+class Citation(BaseModel):
+    """A claim's pointer into the sources given with the question."""
+
+    source_id: str
+    """Id of the cited passage (e.g. ``S1``) as numbered in the prompt."""
+    quote: str = ""
+    """The exact words quoted from that passage."""
+
+
+class ClaimDraft(BaseModel):
+    """One claim as a member states it (part of the structured output schema)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1)
+    """One self-contained factual statement."""
+    confidence: float = Field(ge=0.0, le=1.0)
+    """The member's probability that the claim is true."""
+    citations: list[Citation] = Field(default_factory=list)
+    """Sources the claim rests on, if any were given."""
+
+
+class AnswerDraft(BaseModel):
+    """A member's whole structured answer: the schema sent as ``response_format``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    answer: str = Field(min_length=1)
+    """The direct answer to the question, in one or two sentences."""
+    label: FactLabel | None = None
+    """For a fact check: the member's label of the claim."""
+    claims: list[ClaimDraft] = Field(min_length=1)
+    """The factual claims the answer rests on."""
+
+
+class Claim(BaseModel):
+    """A recorded claim, with a stable id and the member and model that made it."""
+
+    claim_id: str
+    """Content hash of run, member and text: stable across rebuilds."""
+    run_id: str
+    answer_id: str
+    """The answer the claim was stated in."""
+    member_label: str
+    model: str
+    """Catalog name of the model that served the answer."""
+    text: str
+    confidence: float
+    citations: list[Citation] = Field(default_factory=list)
+
+
+class MemberAnswer(BaseModel):
+    """A member's valid answer and the call that produced it."""
+
+    answer_id: str
+    run_id: str
+    member_label: str
+    model: str
+    """Catalog name of the model that served (after any fallback)."""
+    call_id: str
+    """The call record of the successful attempt."""
+    answer: str
+    label: FactLabel | None = None
+    claims: list[Claim]
+    raw_text: str
+    """The model's text exactly as received."""
+
+
+class MemberFailure(BaseModel):
+    """A member that produced no valid answer after its whole fallback chain."""
+
+    run_id: str
+    member_label: str
+    model_requested: str
+    """The member's first-choice model."""
+    error_kind: str
+    """Kind of the last error (``rate_limit``, ``timeout``, ``invalid_answer``, ``price_ceiling``, ...)."""
+    reason: str
+    """One line saying why the member failed."""
+    call_ids: list[str] = Field(default_factory=list)
+    """Every call record of the member's attempts."""
+    raw_text: str | None = None
+    """The last invalid answer text, kept for inspection."""
+
+
+class MemberOutcome(BaseModel):
+    """What one member node contributes to the run state: an answer or a failure."""
+
+    member_label: str
+    answer: MemberAnswer | None = None
+    failure: MemberFailure | None = None

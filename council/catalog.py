@@ -1,0 +1,138 @@
+"""The model catalog: what each configured model can do, what it costs, and how to reach it.
+
+An entry names any litellm model string (``openai/gpt-4o-mini``, ``anthropic/...``, ``ollama/llama3``,
+``openai/my-model`` with an ``api_base`` for vLLM or any OpenAI-compatible server). Capabilities, prices and
+context windows default from litellm's model cost map (looked up through the gateway, the one module that
+imports litellm) and any of them can be overridden per entry in the config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ConfigError
+from .policy import Capability, LatencyTier
+
+__all__ = ["ModelDefaults", "ModelEntry", "resolve_catalog", "price_of"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+class ModelDefaults(BaseModel):
+    """What litellm's model cost map knows of one model string."""
+
+    provider: str
+    """The litellm provider (``openai``, ``anthropic``, ...)."""
+    capabilities: frozenset[Capability] = frozenset({"text"})
+    """Capabilities litellm reports (``supports_vision`` and friends)."""
+    input_usd_per_mtok: float | None = None
+    """Input price, USD per million tokens; None when litellm has no price."""
+    output_usd_per_mtok: float | None = None
+    """Output price, USD per million tokens; None when litellm has no price."""
+    context_window: int | None = None
+    """Maximum input tokens; None when unknown."""
+    max_output_tokens: int | None = None
+    """Maximum output tokens; None when unknown."""
+
+
+class ModelEntry(BaseModel):
+    """One model of the catalog, as configured (fields left unset are filled from litellm's map)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    """Catalog name: how config, policies, records and the CLI refer to this model."""
+    model: str
+    """The litellm model string the call is made with."""
+    api_base: str | None = None
+    """Base URL of the provider endpoint (for Ollama, vLLM, llama.cpp or any OpenAI-compatible server)."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key. The key itself is never stored."""
+    provider: str | None = None
+    """Provider name, used for provider diversity and records; defaults from litellm."""
+    capabilities: frozenset[Capability] | None = None
+    """What the model can do; defaults from litellm's model map."""
+    quality: float = 50.0
+    """Quality score (0-100) used to rank qualified models; higher first."""
+    input_usd_per_mtok: float | None = None
+    """Input price, USD per million tokens; defaults from litellm's model map, 0 for local models."""
+    output_usd_per_mtok: float | None = None
+    """Output price, USD per million tokens; defaults from litellm's model map, 0 for local models."""
+    context_window: int | None = None
+    """Maximum input tokens; defaults from litellm's model map."""
+    max_output_tokens: int | None = None
+    """Maximum output tokens; defaults from litellm's model map."""
+    latency_tier: LatencyTier = "standard"
+    """How fast the model usually answers; policies can exclude slow tiers."""
+    local: bool = False
+    """Runs on this machine: its calls cost 0 with cost source ``local``."""
+    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Extra completion parameters sent with every call (decoding settings such as ``repeat_penalty``)."""
+    system_prompt: str | None = None
+    """Extra system text for this model (e.g. tuned for a small model)."""
+    weights_path: str | None = None
+    """Where the model's weights are, for local models (shown by ``council models``)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError(f"model name {v!r} must be letters, digits and . _ : / - only")
+        return v
+
+    @property
+    def has_price(self) -> bool:
+        return self.local or (self.input_usd_per_mtok is not None and self.output_usd_per_mtok is not None)
+
+
+def price_of(entry: ModelEntry, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Catalog price of a call in USD, or None when the entry has no price."""
+    if entry.local:
+        return 0.0
+    if entry.input_usd_per_mtok is None or entry.output_usd_per_mtok is None:
+        return None
+    return (prompt_tokens * entry.input_usd_per_mtok + completion_tokens * entry.output_usd_per_mtok) / 1e6
+
+
+def resolve_catalog(
+    entries: Iterable[ModelEntry], lookup: Callable[[ModelEntry], ModelDefaults]
+) -> list[ModelEntry]:
+    """Fill every unset field from litellm's model map, through ``lookup`` (the gateway's).
+
+    ``lookup`` raises ConfigError for a model string litellm cannot route; a model litellm routes but has
+    no map entry for (a self-hosted ``openai/...`` model, say) keeps unknown prices and a text capability.
+    """
+    resolved: list[ModelEntry] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            raise ConfigError(f"model {entry.name!r} is configured twice")
+        seen.add(entry.name)
+        d = lookup(entry)
+        caps = set(entry.capabilities if entry.capabilities is not None else d.capabilities)
+        caps.add("text")
+        if entry.local:
+            caps.add("local")
+        resolved.append(
+            entry.model_copy(
+                update={
+                    "provider": entry.provider or d.provider,
+                    "capabilities": frozenset(caps),
+                    "input_usd_per_mtok": _first(entry.input_usd_per_mtok, 0.0 if entry.local else None, d.input_usd_per_mtok),
+                    "output_usd_per_mtok": _first(entry.output_usd_per_mtok, 0.0 if entry.local else None, d.output_usd_per_mtok),
+                    "context_window": _first(entry.context_window, d.context_window),
+                    "max_output_tokens": _first(entry.max_output_tokens, d.max_output_tokens),
+                }
+            )
+        )
+    return resolved
+
+
+def _first(*values: float | int | None) -> float | int | None:
+    for v in values:
+        if v is not None:
+            return v
+    return None

@@ -1,0 +1,235 @@
+"""The ``council`` command line (typer). Heavy imports (litellm, langgraph) happen inside the commands
+that need them, so ``council --help`` and ``council runs`` start fast."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+app = typer.Typer(
+    name="council",
+    help="Ask several language models at once, reconcile their claims, and keep the provenance of every claim.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config TOML file (default: $COUNCIL_CONFIG).", show_default=False)
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL or SQLite path (default: $COUNCIL_DB, else the user data dir).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _db_url(db: str | None) -> str | None:
+    if db is None or "://" in db:
+        return db
+    return f"sqlite:///{Path(db).expanduser().resolve()}"
+
+
+def _errors(fn: F) -> F:
+    """Turn council's own errors into one line on stderr and exit code 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import CouncilError
+
+        try:
+            return fn(*args, **kwargs)
+        except CouncilError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _store(db: str | None, config: Path | None = None) -> Any:
+    from .store import Store
+
+    url = _db_url(db)
+    if url is None and config is not None:
+        from .config import load_config
+
+        url = load_config(config).database
+    return Store(url)
+
+
+@app.command()
+@_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to put to the council.")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Attach an image (only vision models qualify).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a council on QUESTION and print the verdict, the claims and every call with its cost."""
+    from .engine import Council
+
+    result = Council(config, db=_db_url(db)).ask(question, image=image)
+    _print_result(result, as_json)
+
+
+@app.command("check-one")
+@_errors
+def check_one(
+    claim: Annotated[str, typer.Argument(help="The claim to fact-check.")],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    from .engine import Council
+
+    _print_result(Council(config, db=_db_url(db)).check(claim), as_json)
+
+
+@app.command()
+@_errors
+def runs(
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List past runs: id, time, question, verdict, cost."""
+    rows = _store(db, config).list_runs(limit)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("run id", "time (UTC)", "task", "question", "verdict", "status", "cost USD")
+    for r in rows:
+        t.add_row(r.run_id[:12], r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.task, _short(r.question, 50),
+                  _short(r.verdict or "", 40), r.status, f"{r.total_cost_usd:.6f}")
+    Console().print(t)
+
+
+@app.command()
+@_errors
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reprint a past run from the database."""
+    from .engine import RunResult
+
+    store = _store(db, config)
+    _print_result(RunResult.from_stored(store.load_run(run_id), store), as_json)
+
+
+@app.command()
+@_errors
+def graph(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link or graphml.")] = "node-link",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Export a run's provenance graph, rebuilt from the database."""
+    from .errors import InputError
+    from .provenance import build_graph, export_graph
+
+    if fmt not in ("node-link", "graphml"):
+        raise InputError(f"unknown --format {fmt!r}: use node-link or graphml")
+    g = build_graph(_store(db, config).load_run(run_id))
+    text = export_graph(g, fmt, out)  # type: ignore[arg-type]
+    if out is None:
+        typer.echo(text)
+    else:
+        typer.echo(f"wrote {g.number_of_nodes()} nodes and {g.number_of_edges()} edges to {out}", err=True)
+
+
+@app.command()
+@_errors
+def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the model catalog: capabilities, prices, context window, and the policies each qualifies for."""
+    from .engine import Council
+    from .qualify import RequestNeeds, exclusion_reason
+
+    c = Council(config)
+    rows = []
+    for e in c.catalog:
+        qualifies = {p: exclusion_reason(e, pol, RequestNeeds()) for p, pol in c.config.policies.items()}
+        rows.append((e, qualifies))
+    if as_json:
+        typer.echo(json.dumps([
+            {**e.model_dump(mode="json"), "policies": {p: (r is None) for p, r in q.items()}, "excluded_because": {p: r for p, r in q.items() if r}}
+            for e, q in rows
+        ], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("name", "model", "provider", "capabilities", "quality", "$/Mtok in", "$/Mtok out", "context", "qualifies for")
+    for e, q in rows:
+        price = (lambda v: "local" if e.local else ("?" if v is None else f"{v:g}"))
+        t.add_row(e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else ""),
+                  e.provider or "?", ", ".join(sorted(e.capabilities or [])), f"{e.quality:g}",
+                  price(e.input_usd_per_mtok), price(e.output_usd_per_mtok), str(e.context_window or "?"),
+                  ", ".join(p for p, r in q.items() if r is None) or "none")
+    Console().print(t)
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        payload = result.model_dump(mode="json")
+        payload["claims"] = [c.model_dump(mode="json") for c in result.claims]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.table import Table
+
+    con = Console()
+    v = result.verdict
+    if v is not None:
+        head = f"[bold]{v.label + ': ' if v.label else ''}{v.answer}[/bold]\n"
+        head += f"confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · decided by {v.decided_by} · "
+        head += f"{v.members_answered}/{v.members_total} members answered (quorum {v.quorum})"
+        if v.degraded:
+            head += "\n[yellow]DEGRADED COUNCIL:[/yellow] " + "; ".join(v.degraded_reasons)
+        if v.needs_human_review:
+            head += "\n[yellow]needs human review (policy)[/yellow]"
+        con.print(Panel(head, title="verdict", expand=False))
+    support = set(v.support if v else [])
+    against = set(v.contradicted if v else [])
+    ct = Table("claim", "member", "model", "conf.", "verdict uses it", title="claims")
+    for c in result.claims:
+        mark = "supports" if c.claim_id in support else ("rejected" if c.claim_id in against else "")
+        ct.add_row(_short(c.text, 70), c.member_label, c.model, f"{c.confidence:.2f}", mark)
+    con.print(ct)
+    kt = Table("member", "try", "model", "status", "tokens in/out", "cost USD", "cost source", "latency s", title="calls")
+    for r in result.calls:
+        status = r.status + (f" ({r.error_kind})" if r.error_kind else "")
+        kt.add_row(r.member_label, str(r.attempt), r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"),
+                   status, f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}")
+    con.print(kt)
+    con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls")
+
+
+def main() -> None:
+    app()

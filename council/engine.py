@@ -1,0 +1,193 @@
+"""The public entry points: ``Council`` (async ``aask``/``acheck``, sync ``ask``/``check``) and ``RunResult``."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, PrivateAttr
+
+from ._sync import run_sync
+from .answers import Claim, MemberAnswer, MemberFailure
+from .catalog import ModelEntry
+from .config import CouncilConfig, config_from_dict, load_config, load_recipe
+from .errors import CouncilError, InputError
+from .records import CallRecord
+from .store import Store, StoredRun
+from .verdict import Verdict
+
+__all__ = ["Council", "RunResult", "ask", "check"]
+
+_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+class RunResult(BaseModel):
+    """Everything a run produced, as typed records; ``.graph`` is its provenance graph."""
+
+    run_id: str
+    task: str
+    question: str
+    created_at: datetime
+    status: str
+    member_policy: str
+    """``name@version`` of the members' policy."""
+    adjudication_policy: str
+    panel: list[dict[str, Any]]
+    """Each seat's label and fallback chain (catalog names, first choice first)."""
+    verdict: Verdict | None
+    answers: list[MemberAnswer]
+    failures: list[MemberFailure]
+    calls: list[CallRecord]
+    total_cost_usd: float
+    _store: Store | None = PrivateAttr(default=None)
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [c for a in self.answers for c in a.claims]
+
+    @property
+    def graph(self) -> Any:
+        """The provenance graph (networkx MultiDiGraph), rebuilt from the store."""
+        from .provenance import build_graph
+
+        if self._store is None:
+            raise CouncilError("this result is not attached to a store")
+        return build_graph(self._store.load_run(self.run_id))
+
+    @classmethod
+    def from_stored(cls, run: StoredRun, store: Store | None = None) -> RunResult:
+        result = cls(
+            run_id=run.run_id, task=run.task, question=run.question, created_at=run.created_at, status=run.status,
+            member_policy=run.member_policy.ref, adjudication_policy=run.adjudication_policy.ref, panel=run.panel,
+            verdict=run.verdict, answers=run.answers, failures=run.failures, calls=run.calls,
+            total_cost_usd=run.total_cost_usd,
+        )
+        result._store = store
+        return result
+
+
+def _image_part(path: str | os.PathLike[str]) -> Any:
+    from .gateway import ImagePart, ImageURL
+
+    p = Path(path)
+    mime, _ = mimetypes.guess_type(p.name)
+    if not mime or not mime.startswith("image/"):
+        raise InputError(f"--image {p}: not an image file (expected .png, .jpg, .gif or .webp)")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"--image {p}: cannot read it ({exc.strerror})") from None
+    if not data:
+        raise InputError(f"--image {p}: the file is empty")
+    if len(data) > _MAX_IMAGE_BYTES:
+        raise InputError(f"--image {p}: larger than {_MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    return ImagePart(image_url=ImageURL(url=f"data:{mime};base64,{base64.b64encode(data).decode()}"))
+
+
+class Council:
+    """A configured council: catalog, policies, recipe and store. Reuse one for many questions.
+
+    ``config`` is a CouncilConfig, a path to a TOML file, a dict of the same tables, or None for the
+    file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL) overrides the config's database.
+    """
+
+    def __init__(
+        self,
+        config: CouncilConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
+        *,
+        db: str | None = None,
+        recipe: str = "council",
+    ) -> None:
+        if isinstance(config, CouncilConfig):
+            self.config = config
+        elif isinstance(config, dict):
+            self.config = config_from_dict(config)
+        else:
+            self.config = load_config(config)
+        self.recipe = load_recipe(recipe)
+        self._db = db or self.config.database
+        self._store: Store | None = None
+        self._catalog: list[ModelEntry] | None = None
+        self._graph: Any = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self._db)
+        return self._store
+
+    @property
+    def catalog(self) -> list[ModelEntry]:
+        """The configured models with defaults filled from litellm's model map."""
+        if self._catalog is None:
+            from .catalog import resolve_catalog
+            from .gateway import model_defaults
+
+            self._catalog = resolve_catalog(self.config.models, model_defaults)
+        return self._catalog
+
+    def _compiled(self) -> Any:
+        if self._graph is None:
+            from .graph import GraphDeps, build_graph
+
+            self._graph = build_graph(
+                GraphDeps(config=self.config, catalog=self.catalog, recipe=self.recipe, store=self.store,
+                          budget_usd=self.config.budget_usd)
+            )
+        return self._graph
+
+    async def arun(self, question: str, *, task: Literal["ask", "check"] = "ask", image: str | os.PathLike[str] | None = None) -> RunResult:
+        """Run the council on ``question``; raises CouncilError subclasses for bad input or config."""
+        from .graph import RunRequest
+
+        question = (question or "").strip()
+        if not question:
+            raise InputError("the question is empty" if task == "ask" else "the claim is empty")
+        request = RunRequest(
+            run_id=uuid.uuid4().hex, task=task, question=question,
+            image=_image_part(image) if image is not None else None, created_at=datetime.now(UTC),
+        )
+        graph = self._compiled()
+        try:
+            await graph.ainvoke({"request": request, "outcomes": []})
+        except BaseException:
+            self._mark_failed(request.run_id)
+            raise
+        return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
+
+    def _mark_failed(self, run_id: str) -> None:
+        from .errors import RunNotFound, StoreError
+
+        try:
+            self.store.finish_run(run_id, None, "failed")
+        except (RunNotFound, StoreError):
+            pass  # the run never opened (bad input), or the store itself is what failed
+
+    async def aask(self, question: str, *, image: str | os.PathLike[str] | None = None) -> RunResult:
+        """Ask the council a research question."""
+        return await self.arun(question, task="ask", image=image)
+
+    async def acheck(self, claim: str) -> RunResult:
+        """Fact-check one claim: the verdict carries SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+        return await self.arun(claim, task="check")
+
+    def ask(self, question: str, *, image: str | os.PathLike[str] | None = None) -> RunResult:
+        return run_sync(self.aask(question, image=image))
+
+    def check(self, claim: str) -> RunResult:
+        return run_sync(self.acheck(claim))
+
+
+def ask(question: str, *, config: Any = None, db: str | None = None, image: str | None = None) -> RunResult:
+    """One-shot: build a Council from ``config`` and ask it ``question`` (sync)."""
+    return Council(config, db=db).ask(question, image=image)
+
+
+def check(claim: str, *, config: Any = None, db: str | None = None) -> RunResult:
+    """One-shot: build a Council from ``config`` and fact-check ``claim`` (sync)."""
+    return Council(config, db=db).check(claim)

@@ -1,0 +1,81 @@
+"""Task policies: model choice as explicit, versioned workflow policy.
+
+A policy says, for one kind of task, what a model must be able to do and what it may cost. Policies are
+data: the defaults ship in ``graphs/policies.toml`` and a user's config may override any field. A policy's
+version is a hash of its content, so every call record names exactly the rules that governed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Capability", "LatencyTier", "TaskPolicy", "LATENCY_ORDER"]
+
+Capability = Literal[
+    "text", "vision", "tools", "json_schema", "long_context", "reasoning", "audio", "local"
+]
+LatencyTier = Literal["fast", "standard", "slow"]
+LATENCY_ORDER: dict[str, int] = {"fast": 0, "standard": 1, "slow": 2}
+
+
+class TaskPolicy(BaseModel):
+    """The rules for one kind of task (research question, fact check, adjudication, ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    """Policy name, e.g. ``research``, ``fact_check``, ``adjudication``."""
+    description: str = ""
+    """What the policy is for, in one line."""
+    required_capabilities: tuple[Capability, ...] = ("text",)
+    """Every qualified model must have all of these."""
+    min_quality: float = 0.0
+    """Models whose quality score is below this are not qualified."""
+    allowed_models: tuple[str, ...] | None = None
+    """If set, only these catalog names may serve the policy (an explicit pin, still ranked)."""
+    context_budget_tokens: int = 8000
+    """The most prompt tokens a call may use; a model with a smaller window is ruled out for long inputs."""
+    max_output_tokens: int = 800
+    """``max_tokens`` sent with every call, and the output side of a call's worst-case cost."""
+    evidence_required: bool = False
+    """Members must cite sources for their claims."""
+    human_review: Literal["never", "when_contested", "always"] = "never"
+    """When a human must review the verdict before it is relied on (flagged on the verdict)."""
+    fallback: Literal["next_qualified", "none"] = "next_qualified"
+    """What to do when a model fails or would cost too much: try the next qualified model, or give up."""
+    max_fallbacks: int = Field(default=3, ge=0)
+    """How many further models a member may fall back to after its first choice."""
+    max_latency_tier: LatencyTier = "slow"
+    """Models of a slower latency tier are not qualified."""
+    panel_size: int = Field(default=3, ge=1)
+    """How many members the panel has (1 for adjudication)."""
+    quorum: int = Field(default=2, ge=1)
+    """How many members must answer for the council to count as full; fewer means degraded."""
+    max_input_usd_per_mtok: float | None = None
+    """Price ceiling on input tokens (USD per million); models above it are not qualified."""
+    max_output_usd_per_mtok: float | None = None
+    """Price ceiling on output tokens (USD per million); models above it are not qualified."""
+    max_call_usd: float | None = None
+    """Worst-case cost ceiling of one call; a model that would break it is skipped for the next one."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds before one call is abandoned as a timeout."""
+    attempts_per_model: int = Field(default=1, ge=1)
+    """Attempts on one model after transient errors (honouring Retry-After) before falling back."""
+    answer_retries: int = Field(default=1, ge=0)
+    """Extra attempts on the same model when its answer is not valid structured output."""
+    temperature: float | None = 0.2
+    """Sampling temperature sent with every call of this policy (None: the model's default)."""
+
+    @property
+    def version(self) -> str:
+        """Content hash of the policy: the same rules always give the same version."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"

@@ -1,0 +1,75 @@
+"""Call records: one billing record for every attempt at a model call, failed ones included.
+
+A run's cost is the sum of its call records. The record of an attempt is written to the store as soon as
+the attempt ends, so a crash never loses the record of a call that was paid for.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["CallRecord", "CallStatus", "CostSource", "CallNode"]
+
+CallStatus = Literal["ok", "failed", "invalid", "skipped"]
+CostSource = Literal["provider", "catalog", "local", "unknown", "none"]
+CallNode = Literal["member", "adjudicate"]
+
+
+class CallRecord(BaseModel):
+    """One attempt at a model call and what it cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str
+    """Idempotency key of the attempt: a hash of run, node, member, attempt number and model."""
+    run_id: str
+    """The run the call belongs to."""
+    node: CallNode
+    """Graph node that made the call."""
+    member_label: str
+    """Panel label of the member (``A``, ``B``, ...) or ``adjudicator``."""
+    model_requested: str
+    """Catalog name of the member's first choice."""
+    model: str
+    """Catalog name of the model this attempt was sent to (after fallback): the one charged."""
+    model_reported: str | None = None
+    """Model name the provider reported in its response."""
+    provider: str | None = None
+    """Provider of ``model``."""
+    policy_name: str
+    """Task policy that governed the call."""
+    policy_version: str
+    """Content hash of that policy."""
+    template_name: str
+    """Prompt template used."""
+    template_hash: str
+    """Content hash of that template."""
+    attempt: int
+    """1-based attempt number within this member's calls (all models of its chain together)."""
+    status: CallStatus
+    """``ok``; ``failed`` (provider error or timeout); ``invalid`` (answered, not valid output); ``skipped``
+    (not sent: its worst-case cost would break the policy's per-call ceiling or the run's budget)."""
+    error_kind: str | None = None
+    """Stable error kind (``rate_limit``, ``timeout``, ``server_error``, ``invalid_answer``, ...)."""
+    error_message: str | None = None
+    """One-line error text, secrets redacted."""
+    prompt_tokens: int = 0
+    """Prompt tokens billed (0 when the provider reported none)."""
+    completion_tokens: int = 0
+    """Completion tokens billed."""
+    cost_usd: float = 0.0
+    """Cost of this attempt in USD."""
+    cost_source: CostSource = "none"
+    """Where ``cost_usd`` comes from: provider-reported, catalog price, local (0), unknown, or none
+    (no request reached the provider)."""
+    latency_s: float = 0.0
+    """Seconds from sending the request to its end."""
+    request_id: str | None = None
+    """Provider request id, when the provider gave one."""
+    started_at: datetime
+    """When the attempt started (UTC)."""
+    finished_at: datetime
+    """When the attempt ended (UTC)."""
