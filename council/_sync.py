@@ -37,4 +37,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     else:
         coro.close()
         raise RuntimeError("called a sync council function inside a running event loop: use the a-prefixed async one")
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+    finished = threading.Event()
+
+    async def runner() -> T:
+        try:
+            return await coro
+        finally:
+            finished.set()
+
+    future = asyncio.run_coroutine_threadsafe(runner(), _background_loop())
+    try:
+        return future.result()
+    except BaseException:
+        # Interrupted here (Ctrl-C) while the coroutine still runs on the background loop: cancel it and
+        # let its own cleanup finish (a run is marked failed, not left "running"), within a bound.
+        if not future.done():
+            future.cancel()
+            finished.wait(timeout=10)
+        raise

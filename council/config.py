@@ -138,6 +138,8 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
         raise ConfigError(f"{where}: [policies] must be a table")
     base = shipped_policies()
     for name in sorted(set(base) | set(overrides)):
+        if not isinstance(overrides.get(name, {}), dict):
+            raise ConfigError(f"{where}: policies.{name} must be a table")
         table = {**base.get(name, {}), **overrides.get(name, {})}
         try:
             policies[name] = TaskPolicy.model_validate({"name": name, **table})

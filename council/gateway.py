@@ -35,7 +35,9 @@ __all__ = [
     "ChatMessage",
     "ImagePart",
     "TextPart",
+    "EmbedResult",
     "acomplete",
+    "aembed",
     "missing_key",
     "model_defaults",
     "redact",
@@ -100,7 +102,7 @@ class CallResult(BaseModel):
 
 _KEY_PATTERNS = [
     re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
-    re.compile(r"(?i)(api[_-]?key|authorization|bearer)([\"'=:\s]+)([A-Za-z0-9_\-\.]{8,})"),
+    re.compile(r"(?i)(api[_-]?key|authorization|bearer)([\"'=:\s]+)((?:bearer|basic|token)\s+)?([A-Za-z0-9_\-\.~+/]{8,}=*)"),
 ]
 
 
@@ -110,7 +112,7 @@ def redact(text: str, secrets: list[str] | None = None, limit: int = 400) -> str
         if s and len(s) >= 4:
             text = text.replace(s, "***")
     text = _KEY_PATTERNS[0].sub("sk-***", text)
-    text = _KEY_PATTERNS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _KEY_PATTERNS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3) or ''}***", text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -187,6 +189,22 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
+def _is_connection_error(exc: BaseException) -> bool:
+    """True when the request never got an HTTP answer: a connection refused, reset or unreachable.
+
+    litellm wraps these (openai's APIConnectionError over httpx's ConnectError) in an InternalServerError
+    with status 500, so the cause chain is what tells them apart from a real 500.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionError) or type(cur).__name__ in ("APIConnectionError", "ConnectError"):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def _translate(exc: Exception, entry: ModelEntry, secrets: list[str]) -> ModelCallError:
     lib = _lib()
     ex = lib.exceptions
@@ -208,6 +226,12 @@ def _translate(exc: Exception, entry: ModelEntry, secrets: list[str]) -> ModelCa
     if isinstance(exc, (ex.BadRequestError, ex.NotFoundError, ex.UnprocessableEntityError)):
         err = PermanentError(msg, **kw)
         err.kind = "not_found" if isinstance(exc, ex.NotFoundError) else "bad_request"
+        return err
+    if _is_connection_error(exc):
+        # litellm reports a refused or dropped connection as a 500 InternalServerError; no server answered,
+        # so there is no HTTP status to record.
+        err = ProviderUnavailable(msg, provider=entry.provider, status_code=None)
+        err.kind = "connection"
         return err
     if isinstance(exc, (ex.InternalServerError, ex.ServiceUnavailableError, ex.BadGatewayError, ex.APIConnectionError)):
         err = ProviderUnavailable(msg, **kw)
@@ -300,3 +324,57 @@ async def acomplete(
     )
 
 
+
+
+class EmbedResult(BaseModel):
+    """Vectors from an embedding model, unit length, and what the call cost."""
+
+    model_config = ConfigDict(extra="forbid")
+    vectors: list[list[float]]
+    prompt_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_source: CostSource = "unknown"
+    model_reported: str | None = None
+    request_id: str | None = None
+    latency_s: float = Field(default=0.0, ge=0)
+
+
+async def aembed(entry: ModelEntry, texts: list[str], *, timeout_s: float) -> EmbedResult:
+    """Embed ``texts`` with one litellm embedding call; raise a ModelCallError on failure."""
+    import math
+
+    lib = _lib()
+    key = _api_key(entry)
+    secrets = [key] if key and key != _NO_KEY else []
+    kwargs: dict[str, Any] = {"model": entry.model, "input": texts, "timeout": timeout_s}
+    if entry.api_base:
+        kwargs["api_base"] = entry.api_base
+    if key:
+        kwargs["api_key"] = key
+    started = time.perf_counter()
+    try:
+        resp = await asyncio.wait_for(lib.aembedding(**kwargs), timeout=timeout_s + 1.0)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # translated: every provider error becomes a ModelCallError
+        raise _translate(exc, entry, secrets) from None
+    latency = time.perf_counter() - started
+    rows = sorted(resp.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
+    vectors = []
+    for row in rows:
+        vec = list(row["embedding"] if isinstance(row, dict) else row.embedding)
+        norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+        vectors.append([v / norm for v in vec])
+    if len(vectors) != len(texts):
+        raise PermanentError(f"embedding model returned {len(vectors)} vectors for {len(texts)} texts",
+                             provider=entry.provider)
+    usage = getattr(resp, "usage", None)
+    pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    if entry.local:
+        cost, source = 0.0, "local"
+    else:
+        priced = price_of(entry, pt, 0)
+        cost, source = (priced, "catalog") if priced is not None else (0.0, "unknown")
+    return EmbedResult(vectors=vectors, prompt_tokens=pt, cost_usd=cost, cost_source=source,  # type: ignore[arg-type]
+                       model_reported=getattr(resp, "model", None), request_id=getattr(resp, "id", None),
+                       latency_s=latency)

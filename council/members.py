@@ -175,7 +175,9 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                 )
             except ModelCallError as exc:
                 if reservation is not None:
-                    ctx.budget.settle(reservation, 0.0)  # type: ignore[union-attr]
+                    # A timed-out request may still be billed (its record says cost unknown): keep the
+                    # worst case charged, as for any call of unknown cost.
+                    ctx.budget.settle(reservation, None if exc.kind == "timeout" else 0.0)  # type: ignore[union-attr]
                 last_kind, last_reason = exc.kind, f"{entry.name}: {exc}"
                 emit(
                     entry, started, status="failed", error_kind=exc.kind, error_message=str(exc),

@@ -7,6 +7,7 @@ so a record says exactly which prompt produced it.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 
 from .resources import data_dir
 
-__all__ = ["RenderedPrompt", "render", "template_names"]
+__all__ = ["RenderedPrompt", "render", "schema_text", "template_names"]
 
 
 class RenderedPrompt(BaseModel):
@@ -25,6 +26,15 @@ class RenderedPrompt(BaseModel):
     """sha256 (12 hex digits) of the template source."""
     system: str
     user: str
+
+
+_TAG_START = re.compile(r"<(?=/?[A-Za-z])")
+
+
+def _as_data(value: Any) -> Any:
+    """Every interpolated value is data: a tag-like ``<`` in it is escaped, so text written by a member or a
+    source (``</member>``, ``<passage id=...>``) can never close or forge the fences a template puts around it."""
+    return _TAG_START.sub("&lt;", value) if isinstance(value, str) else value
 
 
 @lru_cache(maxsize=1)
@@ -38,6 +48,7 @@ def _env() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        finalize=_as_data,
     )
 
 
@@ -50,6 +61,13 @@ def template_names() -> list[str]:
 def _hash(name: str) -> str:
     source = (data_dir("prompts") / name).read_bytes()
     return hashlib.sha256(source).hexdigest()[:12]
+
+
+def schema_text(model: type[BaseModel]) -> str:
+    """A pydantic model's JSON schema, compact, for a prompt that asks for JSON."""
+    import json
+
+    return json.dumps(model.model_json_schema(), separators=(",", ":"))
 
 
 def render(name: str, **context: Any) -> RenderedPrompt:

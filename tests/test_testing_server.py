@@ -321,7 +321,7 @@ def test_load_script_toml_and_json(tmp_path):
     ('[models."m"]\n[[models."m".answers]]\ncontent = "x"\n[[models."m".faults]]\nkind = "500"\nrate = 1.5\n',
      "models.m.faults.0.rate"),
     ('[models."m"]\nlatncy = 1\n[[models."m".answers]]\ncontent = "x"\n', "models.m.latncy"),
-    ('[models."m"]\nlatency = 1\n', "models.m.answers"),
+    ('[models."m"]\nlatency = 1\n', "models.m: Value error, a model needs at least one answer"),
     ('seed = 1\n', "models"),
     ('[models."m"\n', "TOML syntax error"),
 ])

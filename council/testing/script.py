@@ -190,11 +190,35 @@ class ModelScript(_Strict):
     timeout_sleep: float = Field(default=30.0, ge=0.0)
     """How long a "timeout" fault sleeps before answering normally; the client should give up first."""
 
-    answers: list[Answer] = Field(min_length=1)
-    """Scripted replies, tried in order; the first whose ``match`` fits the question wins."""
+    answers: list[Answer] = Field(default_factory=list)
+    """Scripted replies, tried in order; the first whose ``match`` fits the question wins (at least one,
+    unless the model is an embedding model)."""
+
+    embedding_dims: int | None = Field(default=None, ge=8, le=4096)
+    """If set, the model serves ``/v1/embeddings``: deterministic vectors of this many dimensions from the
+    hashed words and word pairs of each input, so texts sharing words get similar vectors."""
 
     faults: list[Fault] = Field(default_factory=list)
     """Failures to inject, tried in order; the first that fires wins."""
+
+    @model_validator(mode="after")
+    def _answers_or_embeddings(self) -> ModelScript:
+        if not self.answers and self.embedding_dims is None:
+            raise ValueError("a model needs at least one answer (or embedding_dims for an embedding model)")
+        return self
+
+    def embed(self, text: str) -> list[float]:
+        """The deterministic embedding of ``text`` (see ``embedding_dims``)."""
+        import hashlib
+        import re
+
+        dims = self.embedding_dims or 64
+        words = re.findall(r"[a-z0-9]+", text.lower())
+        vec = [0.0] * dims
+        for feat in words + [f"{a}_{b}" for a, b in zip(words, words[1:])]:
+            h = int.from_bytes(hashlib.blake2b(feat.encode(), digest_size=4).digest(), "little")
+            vec[h % dims] += 1.0
+        return vec
 
     def usage(self, prompt_chars: int, content: str) -> tuple[int, int]:
         """(prompt_tokens, completion_tokens) to report: the scripted numbers, else estimates."""

@@ -14,6 +14,8 @@ Endpoints (OpenAI wire format where one exists):
   ``{"error": {"message", "type", "code"}}``: ``stream: true`` -> 400, unknown model -> 404
   ``model_not_found``, no matching answer -> 400, fault "429" -> 429 ``rate_limit_error`` (with
   ``Retry-After`` when scripted), faults "500"/"503" -> 500/503.
+- ``POST /v1/embeddings``: for models with ``embedding_dims``, deterministic hashed-word vectors (texts
+  sharing words get similar vectors), with usage; faults "429"/"500"/"503" apply as for chat.
 - ``GET /v1/models``: the scripted model names.
 - ``GET /_stats``: request counts per model and the peak number of requests in flight, overall and per
   model, so tests can prove a fan-out really ran in parallel without timing anything.
@@ -185,6 +187,7 @@ class ScriptedServer:
             raise RuntimeError("the scripted server is already started")
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_stats", self._stats)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -321,6 +324,39 @@ class ScriptedServer:
             record = RequestRecord(started=started, finished=time.time(), **note)
             with self._lock:
                 self._records.append(record)
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "request body is not valid JSON", "invalid_request_error", None)
+        model = body.get("model") if isinstance(body, dict) else None
+        member = self.script.models.get(model) if isinstance(model, str) else None
+        if member is None or member.embedding_dims is None:
+            return _error(404, f"model {model!r} is not an embedding model in the script", "invalid_request_error",
+                          "model_not_found")
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs):
+            return _error(400, "'input' must be a string or a list of strings", "invalid_request_error", None)
+        self._enter(model)
+        try:
+            with self._lock:
+                self._attempts[(model, -1)] += 1
+                attempt = self._attempts[(model, -1)]
+            fault = member.find_fault(seed=self.script.seed, model=model, answer_index=-1, attempt=attempt,
+                                      question=" ".join(inputs))
+            if fault is not None and fault.kind in _HTTP_FAULTS:
+                status, error_type, code, template = _HTTP_FAULTS[fault.kind]
+                return _error(status, template.format(model) + " (scripted fault)", error_type, code)
+            await asyncio.sleep(member.latency)
+            data = [{"object": "embedding", "index": i, "embedding": member.embed(t)} for i, t in enumerate(inputs)]
+            tokens = sum(len(t) for t in inputs) // 4 + len(inputs)
+            return web.json_response({"object": "list", "data": data, "model": model,
+                                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        finally:
+            self._leave(model)
 
     async def _answer(self, request: web.Request, note: dict[str, Any]) -> web.Response:
         try:
