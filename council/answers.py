@@ -27,6 +27,10 @@ class Citation(BaseModel):
     """Id of the cited passage (e.g. ``S1``) as numbered in the prompt."""
     quote: str = ""
     """The exact words quoted from that passage."""
+    verified: bool | None = None
+    """Set by council, not the member: True when the quote occurs in the cited passage (after whitespace
+    and case normalisation), False when it does not or the passage does not exist, None when no
+    sources were given."""
 
 
 class ClaimDraft(BaseModel):
@@ -51,6 +55,8 @@ class AnswerDraft(BaseModel):
     """The direct answer to the question, in one or two sentences."""
     label: FactLabel | None = None
     """For a fact check: the member's label of the claim."""
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """The member's probability that its answer (or label) is right."""
     claims: list[ClaimDraft] = Field(min_length=1)
     """The factual claims the answer rests on."""
 
@@ -69,6 +75,8 @@ class Claim(BaseModel):
     text: str
     confidence: float
     citations: list[Citation] = Field(default_factory=list)
+    cluster_id: str | None = None
+    """The cluster of equivalent claims this claim was grouped into."""
 
 
 class MemberAnswer(BaseModel):
@@ -83,6 +91,8 @@ class MemberAnswer(BaseModel):
     """The call record of the successful attempt."""
     answer: str
     label: FactLabel | None = None
+    confidence: float | None = None
+    """The member's stated probability that its answer is right, if it gave one."""
     claims: list[Claim]
     raw_text: str
     """The model's text exactly as received."""

@@ -69,6 +69,15 @@ class TaskPolicy(BaseModel):
     """Extra attempts on the same model when its answer is not valid structured output."""
     temperature: float | None = 0.2
     """Sampling temperature sent with every call of this policy (None: the model's default)."""
+    vote_settle_at: float = Field(default=0.8, gt=0.5, le=1.0)
+    """A disputed cluster (or fact-check label) is settled by the weighted vote when its posterior is at
+    least this (or at most 1 minus this); otherwise it is contested and goes to the adjudicator."""
+    min_supporters: int = Field(default=2, ge=1)
+    """An uncontradicted cluster is accepted by vote once this many members state it."""
+    reliability_prior: float = Field(default=0.7, gt=0.0, lt=1.0)
+    """Assumed accuracy of a model with no history in the store."""
+    reliability_prior_weight: float = Field(default=4.0, ge=0.0)
+    """How many past judgements the prior counts as when smoothing a model's learned reliability."""
 
     @property
     def version(self) -> str:

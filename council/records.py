@@ -15,7 +15,7 @@ __all__ = ["CallRecord", "CallStatus", "CostSource", "CallNode"]
 
 CallStatus = Literal["ok", "failed", "invalid", "skipped"]
 CostSource = Literal["provider", "catalog", "local", "unknown", "none"]
-CallNode = Literal["member", "adjudicate"]
+CallNode = Literal["member", "adjudicate", "cluster"]
 
 
 class CallRecord(BaseModel):

@@ -22,10 +22,13 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from .answers import Citation, Claim, MemberAnswer, MemberFailure
 from .catalog import ModelEntry
+from .clusters import ClaimCluster
+from .sources import Passage, Source
 from .errors import RunNotFound, StoreError
 from .policy import TaskPolicy
 from .records import CallRecord
 from .verdict import Verdict
+from .vote import Reliability
 
 __all__ = ["DB_ENV", "RunSummary", "Store", "StoredRun", "default_db_url"]
 
@@ -41,6 +44,14 @@ def default_db_url() -> str:
 
     path = Path(platformdirs.user_data_dir("council", appauthor=False)) / "council.db"
     return f"sqlite:///{path}"
+
+
+def _with_driver(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg 3 (a dependency), not SQLAlchemy's default psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
 
 
 def _now() -> datetime:
@@ -122,6 +133,8 @@ class AnswerRow(SQLModel, table=True):
     answer: str
     label: str | None = None
     raw_text: str
+    confidence: float | None = None
+    """Added by migration 0002."""
 
 
 class ClaimRow(SQLModel, table=True):
@@ -135,6 +148,46 @@ class ClaimRow(SQLModel, table=True):
     text: str
     confidence: float
     citations_json: str = "[]"
+    cluster_id: str | None = Field(default=None, index=True)
+    """Added by migration 0002."""
+
+
+class ClusterRow(SQLModel, table=True):
+    __tablename__ = "clusters"
+    cluster_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    label: str
+    status: str
+    settled_by: str
+    support: float
+    body_json: str
+
+
+class SourceRow(SQLModel, table=True):
+    __tablename__ = "sources"
+    run_id: str = Field(primary_key=True)
+    source_id: str = Field(primary_key=True)
+    title: str
+
+
+class PassageRow(SQLModel, table=True):
+    __tablename__ = "passages"
+    run_id: str = Field(primary_key=True)
+    passage_id: str = Field(primary_key=True)
+    source_id: str
+    position: int
+    key: str
+    text: str
+
+
+class FeedbackRow(SQLModel, table=True):
+    """A human's ground-truth label for a fact-check run: the strongest signal for learning reliability."""
+
+    __tablename__ = "feedback"
+    run_id: str = Field(primary_key=True)
+    label: str
+    note: str = ""
+    created_at: datetime
 
 
 class FailureRow(SQLModel, table=True):
@@ -161,14 +214,32 @@ class MigrationRow(SQLModel, table=True):
     applied_at: datetime
 
 
-def _m0001_initial(conn: Any) -> None:
-    tables = [RunRow, PolicyRow, RunModelRow, CallRow, AnswerRow, ClaimRow, FailureRow, VerdictRow]
+def _create(conn: Any, *tables: type[SQLModel]) -> None:
     SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in tables])  # type: ignore[attr-defined]
+
+
+def _add_column(conn: Any, table: str, column: str, ddl_type: str) -> None:
+    """Add a column unless it is there already (a fresh database gets it from the table definition)."""
+    from sqlalchemy import inspect
+
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl_type}"))
+
+
+def _m0001_initial(conn: Any) -> None:
+    _create(conn, RunRow, PolicyRow, RunModelRow, CallRow, AnswerRow, ClaimRow, FailureRow, VerdictRow)
+
+
+def _m0002_claim_reconciliation(conn: Any) -> None:
+    _create(conn, ClusterRow, SourceRow, PassageRow, FeedbackRow)
+    _add_column(conn, "claims", "cluster_id", "VARCHAR")
+    _add_column(conn, "answers", "confidence", "FLOAT")
 
 
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0002_claim_reconciliation", _m0002_claim_reconciliation),
 ]
 
 
@@ -204,15 +275,25 @@ class StoredRun(BaseModel):
     failures: list[MemberFailure]
     verdict: Verdict | None
     total_cost_usd: float
+    clusters: list[ClaimCluster] = []
+    sources: list[Source] = []
+    """The run's source documents (text is kept in their passages, not repeated here)."""
+    passages: list[Passage] = []
+    feedback_label: str | None = None
+    """A human's ground-truth label, if one was given with ``council feedback``."""
 
 
 class Store:
     """A council database. Create one per URL and share it; it is safe to use from one event loop."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or default_db_url()
+        self.url = _with_driver(url or default_db_url())
         if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
-            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open database {self.url}: cannot create {folder}: {exc.strerror or exc}") from None
         try:
             args: dict[str, Any] = {"timeout": 30} if self.url.startswith("sqlite") else {}
             self.engine: Engine = create_engine(self.url, connect_args=args)
@@ -236,6 +317,12 @@ class Store:
         """Apply pending migrations in order; return the names applied."""
         applied: list[str] = []
         with self.engine.begin() as conn:
+            # Several processes may open a new database at once (a batch of `council` commands): take the
+            # write lock first, or both create the tables and one fails with "table ... already exists".
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262301)")
             MigrationRow.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
             done = {r[0] for r in conn.execute(text("SELECT name FROM council_migrations"))}
             for name, fn in MIGRATIONS:
@@ -271,6 +358,8 @@ class Store:
         panel: list[dict[str, Any]],
         models: list[ModelEntry],
         created_at: datetime,
+        sources: list[Source] | None = None,
+        passages: list[Passage] | None = None,
     ) -> None:
         rows: list[SQLModel] = [
             RunRow(
@@ -283,6 +372,11 @@ class Store:
             rows.append(PolicyRow(ref=p.ref, name=p.name, version=p.version, body_json=p.model_dump_json()))
         for m in models:
             rows.append(RunModelRow(run_id=run_id, name=m.name, body_json=m.model_dump_json()))
+        for src in sources or []:
+            rows.append(SourceRow(run_id=run_id, source_id=src.source_id, title=src.title))
+        for p in passages or []:
+            rows.append(PassageRow(run_id=run_id, passage_id=p.passage_id, source_id=p.source_id,
+                                   position=p.position, key=p.key, text=p.text))
         self._write(*rows)
 
     def add_call(self, record: CallRecord) -> None:
@@ -291,17 +385,65 @@ class Store:
 
     def add_answer(self, answer: MemberAnswer) -> None:
         rows: list[SQLModel] = [
-            AnswerRow(**answer.model_dump(include={"answer_id", "run_id", "member_label", "model", "call_id", "answer", "label", "raw_text"}))
+            AnswerRow(**answer.model_dump(include={"answer_id", "run_id", "member_label", "model", "call_id", "answer",
+                                                   "label", "raw_text", "confidence"}))
         ]
-        for i, c in enumerate(answer.claims):
-            rows.append(
-                ClaimRow(
-                    claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
-                    model=c.model, position=i, text=c.text, confidence=c.confidence,
-                    citations_json=json.dumps([x.model_dump() for x in c.citations]),
-                )
-            )
+        rows += [self._claim_row(c, i) for i, c in enumerate(answer.claims)]
         self._write(*rows)
+
+    @staticmethod
+    def _claim_row(c: Claim, position: int) -> ClaimRow:
+        return ClaimRow(
+            claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
+            model=c.model, position=position, text=c.text, confidence=c.confidence,
+            citations_json=json.dumps([x.model_dump() for x in c.citations]), cluster_id=c.cluster_id,
+        )
+
+    def add_reconciliation(self, run_id: str, answers: list[MemberAnswer], clusters: list[ClaimCluster]) -> None:
+        """Store the clusters, and each claim's cluster and verified citations."""
+        rows: list[SQLModel] = [self._claim_row(c, i) for a in answers for i, c in enumerate(a.claims)]
+        rows += [
+            ClusterRow(cluster_id=k.cluster_id, run_id=run_id, label=k.label, status=k.status, settled_by=k.settled_by,
+                       support=k.support, body_json=k.model_dump_json())
+            for k in clusters
+        ]
+        self._write(*rows)
+
+    def add_feedback(self, run_id: str, label: str, note: str = "") -> None:
+        """Record a human's ground-truth label for a fact-check run (replaces an earlier one)."""
+        from .errors import InputError
+
+        if label not in ("SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"):
+            raise InputError(f"feedback label {label!r} must be SUPPORTED, REFUTED or NOT_ENOUGH_INFO")
+        run_id = self.resolve_run_id(run_id)
+        self._write(FeedbackRow(run_id=run_id, label=label, note=note, created_at=_now()))
+
+    def reliabilities(self, prior: float, prior_weight: float) -> dict[str, Reliability]:
+        """Every model's learned reliability: agreement of its fact-check labels with the final label
+        (a human's feedback where given, else the verdict) and of its claims with settled clusters."""
+        counts: dict[str, list[int]] = {}
+        label_sql = text(
+            "SELECT a.model, SUM(CASE WHEN a.label = COALESCE(f.label, r.verdict_label) THEN 1 ELSE 0 END), COUNT(*) "
+            "FROM answers a JOIN runs r ON r.run_id = a.run_id LEFT JOIN feedback f ON f.run_id = a.run_id "
+            "WHERE a.label IN ('SUPPORTED', 'REFUTED') "
+            "AND COALESCE(f.label, r.verdict_label) IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
+        )
+        claim_sql = text(
+            "SELECT c.model, SUM(CASE WHEN k.status = 'accepted' THEN 1 ELSE 0 END), COUNT(*) "
+            "FROM claims c JOIN clusters k ON k.cluster_id = c.cluster_id "
+            "WHERE k.status IN ('accepted', 'rejected') GROUP BY c.model"
+        )
+        with self.engine.connect() as conn:
+            for sql in (label_sql, claim_sql):
+                for model, agree, total in conn.execute(sql):
+                    c = counts.setdefault(model, [0, 0])
+                    c[0] += int(agree or 0)
+                    c[1] += int(total or 0)
+        return {
+            m: Reliability(model=m, agree=a, total=t, value=(a + prior * prior_weight) / (t + prior_weight))
+            for m, (a, t) in counts.items()
+            if t + prior_weight > 0
+        }
 
     def add_failure(self, failure: MemberFailure) -> None:
         self._write(
@@ -336,7 +478,7 @@ class Store:
     def resolve_run_id(self, prefix: str) -> str:
         """The full id of the one run whose id starts with ``prefix``."""
         with Session(self.engine) as s:
-            ids = list(s.exec(select(RunRow.run_id).where(col(RunRow.run_id).startswith(prefix)).limit(2)))
+            ids = list(s.exec(select(RunRow.run_id).where(col(RunRow.run_id).startswith(prefix, autoescape=True)).limit(2)))
         if not ids:
             raise RunNotFound(f"no run with id {prefix!r} in {self.safe_url}")
         if len(ids) > 1:
@@ -368,6 +510,10 @@ class Store:
             claims = s.exec(select(ClaimRow).where(ClaimRow.run_id == run_id).order_by(ClaimRow.position)).all()
             failures = s.exec(select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.member_label)).all()
             verdict = s.exec(select(VerdictRow).where(VerdictRow.run_id == run_id)).first()
+            clusters = s.exec(select(ClusterRow).where(ClusterRow.run_id == run_id).order_by(ClusterRow.label)).all()
+            sources = s.exec(select(SourceRow).where(SourceRow.run_id == run_id)).all()
+            passages = s.exec(select(PassageRow).where(PassageRow.run_id == run_id)).all()
+            feedback = s.get(FeedbackRow, run_id)
         if mp is None or ap is None:
             raise StoreError(f"run {run_id} refers to a policy missing from the store")
         by_answer: dict[str, list[Claim]] = {}
@@ -376,7 +522,7 @@ class Store:
                 Claim(
                     claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
                     model=c.model, text=c.text, confidence=c.confidence,
-                    citations=[Citation(**x) for x in json.loads(c.citations_json)],
+                    citations=[Citation(**x) for x in json.loads(c.citations_json)], cluster_id=c.cluster_id,
                 )
             )
         return StoredRun(
@@ -391,6 +537,7 @@ class Store:
                 MemberAnswer(
                     answer_id=a.answer_id, run_id=a.run_id, member_label=a.member_label, model=a.model,
                     call_id=a.call_id, answer=a.answer, label=a.label, raw_text=a.raw_text,  # type: ignore[arg-type]
+                    confidence=a.confidence,
                     claims=by_answer.get(a.answer_id, []),
                 )
                 for a in answers
@@ -404,4 +551,9 @@ class Store:
             ],
             verdict=Verdict.model_validate_json(verdict.body_json) if verdict else None,
             total_cost_usd=run.total_cost_usd,
+            clusters=sorted((ClaimCluster.model_validate_json(k.body_json) for k in clusters), key=lambda k: int(k.label[1:])),
+            sources=[Source(source_id=x.source_id, title=x.title, text="") for x in sources],
+            passages=sorted((Passage(passage_id=p.passage_id, source_id=p.source_id, position=p.position, key=p.key,
+                                     text=p.text) for p in passages), key=lambda p: int(p.passage_id[1:])),
+            feedback_label=feedback.label if feedback else None,
         )

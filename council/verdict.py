@@ -8,7 +8,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .answers import FactLabel
 
-__all__ = ["FailedMember", "RulingDraft", "Verdict"]
+__all__ = ["ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
+
+
+class ClusterRuling(BaseModel):
+    """The adjudicator's decision on one contested cluster."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cluster: str
+    """The cluster's label in the prompt (``K1``...)."""
+    decision: Literal["accept", "reject", "unresolved"]
+    """Whether the cluster's claim is true (accept), false (reject), or cannot be decided."""
+    rationale: str = ""
+    """Why, citing claim labels (``C3``)."""
 
 
 class RulingDraft(BaseModel):
@@ -28,6 +41,8 @@ class RulingDraft(BaseModel):
     """Labels of the claims the answer rejects."""
     rationale: str = ""
     """Why, in a few sentences."""
+    rulings: list[ClusterRuling] = Field(default_factory=list)
+    """One ruling per contested cluster shown in the prompt."""
 
 
 class FailedMember(BaseModel):
@@ -72,3 +87,20 @@ class Verdict(BaseModel):
     failed_members: list[FailedMember] = Field(default_factory=list)
     needs_human_review: bool = False
     """The policy asks for human review of this verdict."""
+    clusters_total: int = 0
+    """How many clusters of equivalent claims the members' claims formed."""
+    settled_by_vote: list[str] = Field(default_factory=list)
+    """Cluster ids the weighted vote settled (accepted, rejected, or left uncorroborated)."""
+    settled_by_adjudicator: list[str] = Field(default_factory=list)
+    """Cluster ids the adjudicator ruled on."""
+    unresolved: list[str] = Field(default_factory=list)
+    """Contested cluster ids nobody could settle (adjudicator failed or ruled unresolved)."""
+    vote_posterior: float | None = None
+    """For a fact check: the weighted vote's posterior of its label, before any adjudication."""
+    majority_answer: str | None = None
+    """What a plain, unweighted majority of members said (the label, or the most-supported answer)."""
+    best_member: str | None = None
+    """Label of the member whose model was most reliable so far."""
+    best_member_model: str | None = None
+    best_member_answer: str | None = None
+    """What that best single member said (its label for a fact check)."""
