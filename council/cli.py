@@ -29,6 +29,10 @@ DbOpt = Annotated[
     typer.Option("--db", help="Database URL or SQLite path (default: $COUNCIL_DB, else the user data dir).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+SourceOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--source", "-s", help="A source document (text file) given to every member; repeatable.", show_default=False),
+]
 
 
 def _db_url(db: str | None) -> str | None:
@@ -74,13 +78,23 @@ def ask(
     config: ConfigOpt = None,
     db: DbOpt = None,
     image: Annotated[Path | None, typer.Option("--image", help="Attach an image (only vision models qualify).")] = None,
+    source: SourceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a council on QUESTION and print the verdict, the claims and every call with its cost."""
     from .engine import Council
 
-    result = Council(config, db=_db_url(db)).ask(question, image=image)
+    result = Council(config, db=_db_url(db)).ask(question, image=image, sources=_sources(source))
     _print_result(result, as_json)
+
+
+def _sources(paths: list[Path] | None) -> list[Path]:
+    from .errors import InputError
+
+    for p in paths or []:
+        if not p.is_file():
+            raise InputError(f"--source {p}: no such file")
+    return list(paths or [])
 
 
 @app.command("check-one")
@@ -89,12 +103,28 @@ def check_one(
     claim: Annotated[str, typer.Argument(help="The claim to fact-check.")],
     config: ConfigOpt = None,
     db: DbOpt = None,
+    source: SourceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
     from .engine import Council
 
-    _print_result(Council(config, db=_db_url(db)).check(claim), as_json)
+    _print_result(Council(config, db=_db_url(db)).check(claim, sources=_sources(source)), as_json)
+
+
+@app.command()
+@_errors
+def feedback(
+    run_id: Annotated[str, typer.Argument(help="Run id of a fact check (a unique prefix is enough).")],
+    label: Annotated[str, typer.Argument(help="The true label: SUPPORTED, REFUTED or NOT_ENOUGH_INFO.")],
+    note: Annotated[str, typer.Option("--note", help="Why, or where the truth comes from.")] = "",
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Record the true label of a fact check; members' reliabilities learn from it."""
+    store = _store(db, config)
+    store.add_feedback(run_id, label.upper(), note)
+    typer.echo(f"recorded {label.upper()} for run {store.resolve_run_id(run_id)}")
 
 
 @app.command()
@@ -139,23 +169,32 @@ def show(
 @_errors
 def graph(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link or graphml.")] = "node-link",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link, graphml or prov-json (W3C PROV).")] = "node-link",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Export a run's provenance graph, rebuilt from the database."""
     from .errors import InputError
-    from .provenance import build_graph, export_graph
+    from .provenance import build_graph, export_graph, to_prov
 
-    if fmt not in ("node-link", "graphml"):
-        raise InputError(f"unknown --format {fmt!r}: use node-link or graphml")
-    g = build_graph(_store(db, config).load_run(run_id))
-    text = export_graph(g, fmt, out)  # type: ignore[arg-type]
+    if fmt not in ("node-link", "graphml", "prov-json"):
+        raise InputError(f"unknown --format {fmt!r}: use node-link, graphml or prov-json")
+    run = _store(db, config).load_run(run_id)
+    if fmt == "prov-json":
+        doc = to_prov(run)
+        text = doc.serialize(format="json", indent=2)
+        if out is not None:
+            out.write_text(text, encoding="utf-8")
+        summary = f"{len(list(doc.get_records()))} PROV records"
+    else:
+        g = build_graph(run)
+        text = export_graph(g, fmt, out)  # type: ignore[arg-type]
+        summary = f"{g.number_of_nodes()} nodes and {g.number_of_edges()} edges"
     if out is None:
         typer.echo(text)
     else:
-        typer.echo(f"wrote {g.number_of_nodes()} nodes and {g.number_of_edges()} edges to {out}", err=True)
+        typer.echo(f"wrote {summary} to {out}", err=True)
 
 
 @app.command()
@@ -214,14 +253,29 @@ def _print_result(result: Any, as_json: bool) -> None:
             head += "\n[yellow]DEGRADED COUNCIL:[/yellow] " + "; ".join(v.degraded_reasons)
         if v.needs_human_review:
             head += "\n[yellow]needs human review (policy)[/yellow]"
+        if v.clusters_total:
+            head += (f"\n{v.clusters_total} claim clusters: {len(v.settled_by_vote)} settled by vote, "
+                     f"{len(v.settled_by_adjudicator)} by the adjudicator, {len(v.unresolved)} unresolved")
+        if v.majority_answer is not None:
+            head += f"\nplain majority: {_short(v.majority_answer, 60)}"
+        if v.best_member is not None:
+            head += f" · best single member ({v.best_member}, {v.best_member_model}): {_short(v.best_member_answer or '', 60)}"
         con.print(Panel(head, title="verdict", expand=False))
     support = set(v.support if v else [])
     against = set(v.contradicted if v else [])
-    ct = Table("claim", "member", "model", "conf.", "verdict uses it", title="claims")
+    cluster_label = {cid: k.label for k in result.clusters for cid in k.claim_ids}
+    ct = Table("claim", "member", "model", "conf.", "verdict uses it", "cluster", "evidence", title="claims")
     for c in result.claims:
         mark = "supports" if c.claim_id in support else ("rejected" if c.claim_id in against else "")
-        ct.add_row(_short(c.text, 70), c.member_label, c.model, f"{c.confidence:.2f}", mark)
+        evidence = ", ".join(f"{x.source_id}{' ✓' if x.verified else (' ✗' if x.verified is False else '')}" for x in c.citations)
+        ct.add_row(_short(c.text, 70), c.member_label, c.model, f"{c.confidence:.2f}", mark,
+                   cluster_label.get(c.claim_id, ""), evidence)
     con.print(ct)
+    if result.clusters:
+        kt = Table("cluster", "status", "settled by", "support", "members", "claim", title="clusters")
+        for k in result.clusters:
+            kt.add_row(k.label, k.status, k.settled_by, f"{k.support:.2f}", ",".join(k.member_labels), _short(k.text, 60))
+        con.print(kt)
     kt = Table("member", "try", "model", "status", "tokens in/out", "cost USD", "cost source", "latency s", title="calls")
     for r in result.calls:
         status = r.status + (f" ({r.error_kind})" if r.error_kind else "")

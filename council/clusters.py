@@ -1,6 +1,7 @@
 """Grouping equivalent claims across members into clusters, and finding contradictions.
 
-Two claims are *the same* when their embeddings are close (cosine at or above the embedder's threshold)
+Two claims are *the same* when their embeddings are close (cosine at or above the embedder's threshold),
+they state the same numbers (embeddings barely see digits: "Statement 12" and "Statement 13" embed alike),
 and they have the same polarity; a claim and its negation ("X is visible" / "X is not visible") embed
 almost identically, so polarity decides: claims whose texts, with negations removed, are close but whose
 polarities differ *contradict* each other. Clusters are the connected components of the "same" graph
@@ -31,6 +32,7 @@ _NEGATIONS = {
 }
 _UNNEGATE = {"cannot": "can", "can't": "can", "cant": "can", "won't": "will", "wont": "will"}
 _TOKEN = re.compile(r"[A-Za-z']+|[^A-Za-z'\s]+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 class ClaimCluster(BaseModel):
@@ -83,6 +85,15 @@ def strip_negation(text: str) -> str:
     return " ".join(out)
 
 
+def numbers(text: str) -> frozenset[str]:
+    """The numbers a claim states, with thousands separators and trailing zeros of decimals ignored."""
+    out = set()
+    for n in _NUMBER.findall(text):
+        n = n.replace(",", "")
+        out.add(n.rstrip("0").rstrip(".") if "." in n else n.lstrip("0") or "0")
+    return frozenset(out)
+
+
 def _dot(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b))
 
@@ -97,11 +108,14 @@ def cluster_claims(claims: list[Claim], embedder: Embedder, threshold: float | N
     vectors = embedder.embed([c.text for c in claims])
     plain = embedder.embed([strip_negation(c.text) for c in claims])
     pols = [polarity(c.text) for c in claims]
+    nums = [numbers(c.text) for c in claims]
     same = nx.Graph()
     same.add_nodes_from(range(len(claims)))
     contra: list[tuple[int, int]] = []
     for i in range(len(claims)):
         for j in range(i + 1, len(claims)):
+            if nums[i] != nums[j]:
+                continue
             if pols[i] == pols[j]:
                 if _dot(vectors[i], vectors[j]) >= t:
                     same.add_edge(i, j)

@@ -76,6 +76,9 @@ class CouncilConfig(BaseModel):
     """SQLAlchemy URL of the store; None means the default SQLite file."""
     budget_usd: float | None = Field(default=None, gt=0)
     """Ceiling on one run's total spend."""
+    embedding: str = "auto"
+    """What clusters claims: ``auto`` (wordllama if installed, else lexical), ``wordllama``, ``lexical``,
+    or the name of an embedding model in [models] (called through litellm, with call records)."""
     source: str | None = None
     """Path of the file this config was read from."""
 
@@ -118,7 +121,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
     """Build a config from the parsed TOML tables (also the entry for configs made in Python)."""
     where = f"config {source}" if source else "config"
     raw = dict(raw)
-    unknown = set(raw) - {"models", "policies", "database", "budget_usd"}
+    unknown = set(raw) - {"models", "policies", "database", "budget_usd", "embedding"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     models_raw = raw.get("models", {})
@@ -151,6 +154,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
             policies=policies,
             database=raw.get("database"),
             budget_usd=raw.get("budget_usd"),
+            embedding=raw.get("embedding", "auto"),
             source=source,
         )
     except ValidationError as exc:

@@ -15,6 +15,8 @@ from pydantic import BaseModel, PrivateAttr
 from ._sync import run_sync
 from .answers import Claim, MemberAnswer, MemberFailure
 from .catalog import ModelEntry
+from .clusters import ClaimCluster
+from .sources import Passage
 from .config import CouncilConfig, config_from_dict, load_config, load_recipe
 from .errors import CouncilError, InputError
 from .records import CallRecord
@@ -24,6 +26,7 @@ from .verdict import Verdict
 __all__ = ["Council", "RunResult", "ask", "check"]
 
 _MAX_IMAGE_BYTES = 20 * 1024 * 1024
+Sources = list[str | os.PathLike[str]] | None
 
 
 class RunResult(BaseModel):
@@ -40,6 +43,10 @@ class RunResult(BaseModel):
     panel: list[dict[str, Any]]
     """Each seat's label and fallback chain (catalog names, first choice first)."""
     verdict: Verdict | None
+    clusters: list[ClaimCluster] = []
+    """Groups of equivalent claims across members, with how each was settled."""
+    passages: list[Passage] = []
+    """The numbered passages of the sources given with the question."""
     answers: list[MemberAnswer]
     failures: list[MemberFailure]
     calls: list[CallRecord]
@@ -64,7 +71,7 @@ class RunResult(BaseModel):
         result = cls(
             run_id=run.run_id, task=run.task, question=run.question, created_at=run.created_at, status=run.status,
             member_policy=run.member_policy.ref, adjudication_policy=run.adjudication_policy.ref, panel=run.panel,
-            verdict=run.verdict, answers=run.answers, failures=run.failures, calls=run.calls,
+            verdict=run.verdict, clusters=run.clusters, passages=run.passages, answers=run.answers, failures=run.failures, calls=run.calls,
             total_cost_usd=run.total_cost_usd,
         )
         result._store = store
@@ -135,22 +142,38 @@ class Council:
         if self._graph is None:
             from .graph import GraphDeps, build_graph
 
+            from .embeddings import choose_embedding
+
             self._graph = build_graph(
                 GraphDeps(config=self.config, catalog=self.catalog, recipe=self.recipe, store=self.store,
-                          budget_usd=self.config.budget_usd)
+                          budget_usd=self.config.budget_usd,
+                          embedding=choose_embedding(self.config.embedding, self.catalog))
             )
         return self._graph
 
-    async def arun(self, question: str, *, task: Literal["ask", "check"] = "ask", image: str | os.PathLike[str] | None = None) -> RunResult:
-        """Run the council on ``question``; raises CouncilError subclasses for bad input or config."""
+    async def arun(
+        self,
+        question: str,
+        *,
+        task: Literal["ask", "check"] = "ask",
+        image: str | os.PathLike[str] | None = None,
+        sources: Sources = None,
+    ) -> RunResult:
+        """Run the council on ``question``; raises CouncilError subclasses for bad input or config.
+
+        ``sources``: documents given to every member, each a file path or the text itself; they are split
+        into numbered passages, and members' citations are verified against them.
+        """
         from .graph import RunRequest
+        from .sources import load_sources
 
         question = (question or "").strip()
         if not question:
             raise InputError("the question is empty" if task == "ask" else "the claim is empty")
         request = RunRequest(
             run_id=uuid.uuid4().hex, task=task, question=question,
-            image=_image_part(image) if image is not None else None, created_at=datetime.now(UTC),
+            image=_image_part(image) if image is not None else None, sources=load_sources(sources),
+            created_at=datetime.now(UTC),
         )
         graph = self._compiled()
         try:
@@ -168,26 +191,31 @@ class Council:
         except (RunNotFound, StoreError):
             pass  # the run never opened (bad input), or the store itself is what failed
 
-    async def aask(self, question: str, *, image: str | os.PathLike[str] | None = None) -> RunResult:
+    async def aask(self, question: str, *, image: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
         """Ask the council a research question."""
-        return await self.arun(question, task="ask", image=image)
+        return await self.arun(question, task="ask", image=image, sources=sources)
 
-    async def acheck(self, claim: str) -> RunResult:
+    async def acheck(self, claim: str, *, sources: Sources = None) -> RunResult:
         """Fact-check one claim: the verdict carries SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
-        return await self.arun(claim, task="check")
+        return await self.arun(claim, task="check", sources=sources)
 
-    def ask(self, question: str, *, image: str | os.PathLike[str] | None = None) -> RunResult:
-        return run_sync(self.aask(question, image=image))
+    def ask(self, question: str, *, image: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
+        return run_sync(self.aask(question, image=image, sources=sources))
 
-    def check(self, claim: str) -> RunResult:
-        return run_sync(self.acheck(claim))
+    def check(self, claim: str, *, sources: Sources = None) -> RunResult:
+        return run_sync(self.acheck(claim, sources=sources))
+
+    def feedback(self, run_id: str, label: str, note: str = "") -> None:
+        """Record the true label of a fact-check run; models' reliabilities learn from it."""
+        self.store.add_feedback(run_id, label, note)
 
 
-def ask(question: str, *, config: Any = None, db: str | None = None, image: str | None = None) -> RunResult:
+def ask(question: str, *, config: Any = None, db: str | None = None, image: str | None = None,
+        sources: Sources = None) -> RunResult:
     """One-shot: build a Council from ``config`` and ask it ``question`` (sync)."""
-    return Council(config, db=db).ask(question, image=image)
+    return Council(config, db=db).ask(question, image=image, sources=sources)
 
 
-def check(claim: str, *, config: Any = None, db: str | None = None) -> RunResult:
+def check(claim: str, *, config: Any = None, db: str | None = None, sources: Sources = None) -> RunResult:
     """One-shot: build a Council from ``config`` and fact-check ``claim`` (sync)."""
-    return Council(config, db=db).check(claim)
+    return Council(config, db=db).check(claim, sources=sources)

@@ -1,36 +1,42 @@
 """The deliberation graph, compiled from a recipe (graphs/council.toml) with LangGraph.
 
-    plan ──Send×N──> member ──> adjudicate ──> record
+    plan ──Send×N──> member ──> reconcile ──(contested?)──> adjudicate ──> decide ──> record
+                                    └──────────(settled)──────────────────┘
 
-``plan`` qualifies the panels and opens the run in the store (nothing is written before the request is
-known to be servable); one ``member`` node per panel seat runs in parallel through ``Send``, their outcomes
-merged by an ``operator.add`` reducer; ``adjudicate`` reconciles the answers into a verdict; ``record``
+``plan`` qualifies the panels, reads the models' learned reliabilities, splits the sources into passages
+and opens the run in the store (nothing is written before the request is known to be servable); one
+``member`` node per panel seat runs in parallel through ``Send``, outcomes merged by an ``operator.add``
+reducer; ``reconcile`` verifies citations, clusters equivalent claims and settles what the weighted vote
+can; ``adjudicate`` runs only when something is contested; ``decide`` writes the verdict; ``record``
 closes the run. State between nodes is typed: pydantic models in a TypedDict, no untyped dicts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import operator
-import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel
 
+from .adjudication import Adjudication, adjudicate_contested, build_verdict
 from .answers import AnswerDraft, Claim, MemberAnswer, MemberFailure, MemberOutcome
 from .budget import Budget
 from .catalog import ModelEntry
+from .clusters import ClaimCluster, cluster_claims
 from .config import CouncilConfig, Recipe
 from .errors import ConfigError
 from .gateway import ImagePart, missing_key
+from .ids import content_id
 from .members import CallContext, run_chain
-from .prompts import RenderedPrompt, render
+from .prompts import RenderedPrompt, render, schema_text
 from .qualify import Panel, RequestNeeds, estimate_tokens, qualify
+from .embeddings import EmbeddingChoice, embed_for_clustering
+from .sources import Passage, Source, split_passages, verify_quote
 from .store import Store
-from .verdict import FailedMember, RulingDraft, Verdict
+from .verdict import Verdict
+from .vote import LabelVote, settle_clusters, vote_label
 
 __all__ = ["RunRequest", "RunPlan", "CouncilState", "GraphDeps", "build_graph"]
 
@@ -44,21 +50,40 @@ class RunRequest(BaseModel):
     task: Literal["ask", "check"]
     question: str
     image: ImagePart | None = None
+    sources: list[Source] = []
     created_at: datetime
 
 
 class RunPlan(BaseModel):
-    """The panels chosen for the run and the prompts the members get."""
+    """The panels chosen for the run, the prompts the members get, and what the vote will weigh."""
 
     member_panel: Panel
     adjudicator_panel: Panel
     member_prompt: RenderedPrompt
+    passages: list[Passage]
+    reliability: dict[str, float]
+    """Catalog name -> learned reliability, for the models of this run that have a history."""
+
+
+class Reconciliation(BaseModel):
+    """What the vote settled, and what is left for the adjudicator."""
+
+    answers: list[MemberAnswer]
+    """The answers, their citations verified and claims assigned to clusters."""
+    failures: list[MemberFailure]
+    clusters: list[ClaimCluster]
+    label_vote: LabelVote | None
+    needs_adjudicator: bool
+    reason: str
+    """Why the adjudicator is (or is not) needed."""
 
 
 class CouncilState(TypedDict, total=False):
     request: RunRequest
     plan: RunPlan
     outcomes: Annotated[list[MemberOutcome], operator.add]
+    reconciliation: Reconciliation
+    adjudication: Adjudication
     verdict: Verdict
 
 
@@ -79,14 +104,7 @@ class GraphDeps:
     recipe: Recipe
     store: Store
     budget_usd: float | None = None
-
-
-def _hid(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def _schema_text(model: type[BaseModel]) -> str:
-    return json.dumps(model.model_json_schema(), separators=(",", ":"))
+    embedding: EmbeddingChoice = field(default_factory=lambda: EmbeddingChoice(kind="lexical"))
 
 
 def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is imported here, not at module import)
@@ -109,33 +127,41 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
         if task is None:
             raise ConfigError(f"recipe {recipe.name!r} has no task {req.task!r}")
         member_policy = policy(task.member_policy)
+        passages = split_passages(req.sources)
         prompt = render(
-            task.member_template, task=req.task, question=req.question, passages=[],
-            evidence_required=member_policy.evidence_required, schema=_schema_text(AnswerDraft),
-            model_system_prompt="",
+            task.member_template, task=req.task, question=req.question, passages=passages,
+            evidence_required=member_policy.evidence_required, schema=schema_text(AnswerDraft),
         )
         tokens = estimate_tokens(prompt.system + prompt.user) + (_IMAGE_TOKENS if req.image else 0)
         needs = RequestNeeds(capabilities=frozenset({"vision"}) if req.image else frozenset(), prompt_tokens=tokens)
         member_panel = qualify(deps.catalog, member_policy, needs)
         adj_policy = policy(recipe.adjudication.policy)
         # The adjudicator reads every member's claims: budget its prompt at what members may write.
-        adj_tokens = tokens + member_panel.policy.panel_size * member_policy.max_output_tokens
-        adjudicator_panel = qualify(deps.catalog, adj_policy, RequestNeeds(prompt_tokens=min(adj_tokens, adj_policy.context_budget_tokens)))
+        adj_tokens = estimate_tokens(req.question) + member_policy.panel_size * member_policy.max_output_tokens
+        adjudicator_panel = qualify(
+            deps.catalog, adj_policy, RequestNeeds(prompt_tokens=min(adj_tokens, adj_policy.context_budget_tokens))
+        )
         used = {e.name: e for p in (member_panel, adjudicator_panel) for s in p.seats for e in s.chain}
+        if deps.embedding.entry is not None:
+            used[deps.embedding.entry.name] = deps.embedding.entry
         for entry in used.values():
             var = missing_key(entry)
             if var:
                 raise ConfigError(f"model {entry.name!r} needs the API key env var {var}, which is not set")
+        learned = deps.store.reliabilities(member_policy.reliability_prior, member_policy.reliability_prior_weight)
         deps.store.start_run(
             run_id=req.run_id, task=req.task, question=req.question, recipe=recipe.name,
             member_policy=member_policy, adjudication_policy=adj_policy,
             panel=[{"label": s.label, "chain": [e.name for e in s.chain]} for s in member_panel.seats]
             + [{"label": "adjudicator", "chain": [e.name for e in s.chain]} for s in adjudicator_panel.seats],
-            models=list(used.values()), created_at=req.created_at,
+            models=list(used.values()), created_at=req.created_at, sources=req.sources, passages=passages,
         )
         if deps.budget_usd is not None:
             budgets[req.run_id] = Budget(deps.budget_usd)
-        return {"plan": RunPlan(member_panel=member_panel, adjudicator_panel=adjudicator_panel, member_prompt=prompt)}
+        return {"plan": RunPlan(
+            member_panel=member_panel, adjudicator_panel=adjudicator_panel, member_prompt=prompt, passages=passages,
+            reliability={m: r.value for m, r in learned.items() if m in used},
+        )}
 
     def fan_out(state: CouncilState) -> list:  # of Send; hints here are evaluated by langgraph at runtime
         return [
@@ -159,7 +185,7 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             )
             deps.store.add_failure(failure)
             return {"outcomes": [MemberOutcome(member_label=seat.label, failure=failure)]}
-        answer_id = _hid(req.run_id, seat.label, out.call_id)
+        answer_id = content_id(req.run_id, seat.label, out.call_id)
         claims: list[Claim] = []
         seen: set[str] = set()
         for draft in out.value.claims:
@@ -167,95 +193,88 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             if text.lower() in seen:
                 continue
             seen.add(text.lower())
-            claims.append(
-                Claim(
-                    claim_id=_hid(req.run_id, seat.label, text), run_id=req.run_id, answer_id=answer_id,
-                    member_label=seat.label, model=out.model.name, text=text, confidence=draft.confidence,
-                    citations=draft.citations,
-                )
-            )
+            claims.append(Claim(
+                claim_id=content_id(req.run_id, seat.label, text), run_id=req.run_id, answer_id=answer_id,
+                member_label=seat.label, model=out.model.name, text=text, confidence=draft.confidence,
+                citations=draft.citations,
+            ))
         answer = MemberAnswer(
             answer_id=answer_id, run_id=req.run_id, member_label=seat.label, model=out.model.name,
             call_id=out.call_id, answer=out.value.answer, label=out.value.label if req.task == "check" else None,
-            claims=claims, raw_text=out.raw_text or "",
+            confidence=out.value.confidence, claims=claims, raw_text=out.raw_text or "",
         )
         deps.store.add_answer(answer)
         return {"outcomes": [MemberOutcome(member_label=seat.label, answer=answer)]}
 
-    async def adjudicate(state: CouncilState) -> CouncilState:
+    async def reconcile(state: CouncilState) -> CouncilState:
         req, plan_ = state["request"], state["plan"]
-        outcomes = sorted(state.get("outcomes", []), key=lambda o: o.member_label)
-        answers = [o.answer for o in outcomes if o.answer is not None]
-        failures = [o.failure for o in outcomes if o.failure is not None]
         member_policy = plan_.member_panel.policy
-        reasons = [f"member {f.member_label} ({f.model_requested}) failed: {f.error_kind}" for f in failures]
-        if len(plan_.member_panel.seats) < member_policy.panel_size:
-            reasons.append(f"only {len(plan_.member_panel.seats)} of {member_policy.panel_size} seats could be filled")
+        outcomes = sorted(state.get("outcomes", []), key=lambda o: o.member_label)
+        failures = [o.failure for o in outcomes if o.failure is not None]
+        passages = {p.passage_id: p for p in plan_.passages}
+        answers: list[MemberAnswer] = []
+        for o in outcomes:
+            if o.answer is None:
+                continue
+            claims = [
+                c.model_copy(update={"citations": [
+                    x.model_copy(update={"verified": verify_quote(x.quote, passages.get(x.source_id)) if passages else None})
+                    for x in c.citations
+                ]})
+                for c in o.answer.claims
+            ]
+            answers.append(o.answer.model_copy(update={"claims": claims}))
+        all_claims = [c for a in answers for c in a.claims]
+        embedder = await embed_for_clustering(deps.embedding, all_claims, req.run_id, member_policy, deps.store.add_call)
+        clusters = cluster_claims(all_claims, embedder)
+        cluster_of = {cid: k.cluster_id for k in clusters for cid in k.claim_ids}
+        answers = [a.model_copy(update={"claims": [c.model_copy(update={"cluster_id": cluster_of.get(c.claim_id)})
+                                                    for c in a.claims]}) for a in answers]
+        by_id = {c.claim_id: c for a in answers for c in a.claims}
+        sources_given = bool(passages)
+        settle_clusters(clusters, by_id, plan_.reliability, member_policy, sources_given)
         quorum_met = len(answers) >= member_policy.quorum
-        if not quorum_met:
-            reasons.append(f"quorum not met: {len(answers)} of {member_policy.quorum} required members answered")
-        ruling: RulingDraft | None = None
-        adj_call: str | None = None
-        labels: dict[str, str] = {}
-        if answers:
-            order = list(answers)
-            if recipe.adjudication.shuffle_members:
-                random.Random(req.run_id).shuffle(order)
-            members_view, n = [], 0
-            for i, a in enumerate(order, start=1):
-                view_claims = []
-                for c in a.claims:
-                    n += 1
-                    labels[f"C{n}"] = c.claim_id
-                    view_claims.append({"label": f"C{n}", "text": c.text, "confidence": c.confidence})
-                members_view.append({"label": f"Member {i}", "answer": a.answer, "label_given": a.label or "", "claims": view_claims})
-            prompt = render(
-                recipe.adjudication.template, task=req.task, question=req.question, members=members_view,
-                schema=_schema_text(RulingDraft),
-            )
-            seat = plan_.adjudicator_panel.seats[0]
-            ctx = CallContext(
-                run_id=req.run_id, node="adjudicate", member_label="adjudicator",
-                policy=plan_.adjudicator_panel.policy, prompt=prompt, sink=deps.store.add_call,
-                budget=budgets.get(req.run_id),
-            )
-            out = await run_chain(ctx, seat.chain, RulingDraft)
-            ruling, adj_call = out.value, out.call_id
-            if ruling is None:
-                reasons.append(f"adjudicator failed: {out.error_kind} ({out.reason})")
+        label = vote_label(answers, plan_.reliability, member_policy, sources_given) if req.task == "check" and answers else None
+        if label is not None and not quorum_met:
+            label.settled = False
+        contested = [k for k in clusters if k.status == "contested"]
+        if not answers:
+            needs, why = False, "no member answered"
+        elif label is not None and not label.settled:
+            needs, why = True, ("quorum not met" if not quorum_met else f"label vote not settled (posterior {label.posterior:.2f})")
+        elif contested:
+            needs, why = True, f"{len(contested)} contested cluster(s)"
+        elif req.task == "ask" and len(answers) > 1 and not any(k.status == "accepted" for k in clusters):
+            needs, why = True, "no claim was corroborated by a second member"
         else:
-            reasons.append("no member answered")
-        support = [labels[x] for x in (ruling.supported if ruling else []) if x in labels]
-        contradicted = [labels[x] for x in (ruling.contradicted if ruling else []) if x in labels]
-        supporters = {c.member_label for a in answers for c in a.claims if c.claim_id in set(support)}
-        agreement = len(supporters) / len(answers) if answers and ruling else 0.0
-        review = member_policy.human_review == "always" or (
-            member_policy.human_review == "when_contested" and (agreement < 1.0 or bool(reasons))
+            needs, why = False, "settled by the weighted vote"
+        deps.store.add_reconciliation(req.run_id, answers, clusters)
+        return {"reconciliation": Reconciliation(
+            answers=answers, failures=failures, clusters=clusters, label_vote=label, needs_adjudicator=needs, reason=why,
+        )}
+
+    def route(state: CouncilState) -> str:
+        return "adjudicate" if state["reconciliation"].needs_adjudicator else "decide"
+
+    async def adjudicate(state: CouncilState) -> CouncilState:
+        req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
+        result = await adjudicate_contested(
+            request_id=req.run_id, task=req.task, question=req.question, rec_answers=rec.answers,
+            clusters=rec.clusters, label_vote=rec.label_vote, panel=plan_.adjudicator_panel,
+            template=recipe.adjudication.template, shuffle=recipe.adjudication.shuffle_members,
+            sink=deps.store.add_call, budget=budgets.get(req.run_id),
         )
-        verdict = Verdict(
-            verdict_id=_hid(req.run_id, "verdict"),
-            run_id=req.run_id,
-            answer=ruling.answer if ruling else "no verdict: " + "; ".join(reasons),
-            label=(ruling.label or "NOT_ENOUGH_INFO") if (req.task == "check" and ruling) else ("NOT_ENOUGH_INFO" if req.task == "check" else None),
-            confidence=ruling.confidence if ruling else 0.0,
-            agreement=agreement,
-            support=support,
-            contradicted=contradicted,
-            rationale=ruling.rationale if ruling else "",
-            decided_by="adjudicator" if ruling else "none",
-            adjudicator_call_id=adj_call,
-            members_total=len(plan_.member_panel.seats),
-            members_answered=len(answers),
-            quorum=member_policy.quorum,
-            quorum_met=quorum_met,
-            degraded=bool(reasons),
-            degraded_reasons=reasons,
-            failed_members=[
-                FailedMember(member_label=f.member_label, model=f.model_requested, error_kind=f.error_kind, reason=f.reason)
-                for f in failures
-            ],
-            needs_human_review=review,
+        return {"adjudication": result}
+
+    def decide(state: CouncilState) -> CouncilState:
+        req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
+        verdict, clusters = build_verdict(
+            run_id=req.run_id, task=req.task, member_panel=plan_.member_panel, answers=rec.answers,
+            failures=rec.failures, clusters=rec.clusters, label_vote=rec.label_vote,
+            adjudication=state.get("adjudication"), reliability=plan_.reliability,
+            quality={e.name: e.quality for e in deps.catalog},
         )
+        deps.store.add_reconciliation(req.run_id, rec.answers, clusters)
         return {"verdict": verdict}
 
     def record(state: CouncilState) -> CouncilState:
@@ -266,13 +285,14 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
         return {}
 
     g = StateGraph(CouncilState)
-    g.add_node("plan", plan)
-    g.add_node("member", member)
-    g.add_node("adjudicate", adjudicate)
-    g.add_node("record", record)
+    for name, fn in (("plan", plan), ("member", member), ("reconcile", reconcile), ("adjudicate", adjudicate),
+                     ("decide", decide), ("record", record)):
+        g.add_node(name, fn)
     g.add_edge(START, "plan")
     g.add_conditional_edges("plan", fan_out, ["member"])
-    g.add_edge("member", "adjudicate")
-    g.add_edge("adjudicate", "record")
+    g.add_edge("member", "reconcile")
+    g.add_conditional_edges("reconcile", route, ["adjudicate", "decide"])
+    g.add_edge("adjudicate", "decide")
+    g.add_edge("decide", "record")
     g.add_edge("record", END)
     return g.compile()

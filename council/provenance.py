@@ -44,7 +44,9 @@ def _attrs(kind: str, label: str, fields: dict[str, Any]) -> dict[str, Any]:
     # An unset field is left out, not written as "": GraphML declares one type per attribute name (a price
     # that is a number on one model and "" on another would be declared twice), and an unset record
     # field such as a verdict's fact-check label must not blank the node's display label.
-    out.update({k: _scalar(v) for k, v in fields.items() if v is not None})
+    # A record's own ``kind`` or ``label`` field (a verdict's fact label, a cluster's K1) is kept under a
+    # ``record_`` prefix so that it never replaces the node's type or display label.
+    out.update({(f"record_{k}" if k in out else k): _scalar(v) for k, v in fields.items() if v is not None})
     return out
 
 
