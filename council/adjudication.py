@@ -59,6 +59,8 @@ async def adjudicate_contested(
     shuffle: bool,
     sink: Callable[[CallRecord], None],
     budget: Budget | None,
+    first_attempt: int = 1,
+    on_send: Callable[[CallRecord], None] | None = None,
 ) -> Adjudication:
     """Ask the adjudicator panel to rule on the contested clusters (and label); see the module docstring."""
     order = list(rec_answers)
@@ -109,7 +111,7 @@ async def adjudicate_contested(
         label_unsettled=bool(label_vote is not None and not label_vote.settled),
     )
     ctx = CallContext(run_id=request_id, node="adjudicate", member_label="adjudicator", policy=panel.policy,
-                      prompt=prompt, sink=sink, budget=budget)
+                      prompt=prompt, sink=sink, budget=budget, first_attempt=first_attempt, on_send=on_send)
     out = await run_chain(ctx, panel.seats[0].chain, RulingDraft)
     return Adjudication(ruling=out.value, call_id=out.call_id, error_kind=out.error_kind, reason=out.reason,
                         claim_labels=claim_labels, cluster_labels=cluster_labels)
@@ -182,7 +184,9 @@ def build_verdict(
         if task == "check" and label_vote is not None:
             label, confidence = label_vote.label, label_vote.posterior
             aligned = [a for a in answers if a.label == label] or answers
-            answer_text = max(aligned, key=lambda a: (reliability.get(a.model, policy.reliability_prior), a.member_label)).answer
+            chosen_one = best_member(aligned, reliability, quality, policy.reliability_prior)
+            assert chosen_one is not None
+            answer_text = chosen_one.answer
         else:
             chosen = max(answers, key=lambda a: (backing(a), reliability.get(a.model, policy.reliability_prior)))
             answer_text = chosen.answer
@@ -192,7 +196,8 @@ def build_verdict(
             reasons.append("verdict is the unsettled weighted vote")
     else:
         decided_by, confidence = "none", 0.0
-        answer_text = "no verdict: " + "; ".join(reasons or ["no member answered"])
+        reasons.append("no member answered")
+        answer_text = "no verdict: " + "; ".join(reasons)
         if task == "check":
             label = "NOT_ENOUGH_INFO"
     if task == "check" and label is not None and answers:

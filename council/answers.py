@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AnswerDraft",
@@ -19,14 +21,30 @@ __all__ = [
 
 FactLabel = Literal["SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"]
 
+_ALNUM = re.compile(r"[^\W_]")  # a letter or digit, in any script
 
-class Citation(BaseModel):
-    """A claim's pointer into the sources given with the question."""
+
+def require_alnum(text: str) -> str:
+    """Validator: an answer with no letter or digit (``},{``) is not an answer."""
+    if not _ALNUM.search(text):
+        raise ValueError("the answer has no letters or digits")
+    return text
+
+
+class CitationDraft(BaseModel):
+    """A citation as a member states it (part of the structured output schema)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     source_id: str
     """Id of the cited passage (e.g. ``S1``) as numbered in the prompt."""
     quote: str = ""
     """The exact words quoted from that passage."""
+
+
+class Citation(CitationDraft):
+    """A recorded citation: what the member cited, and whether council could verify it."""
+
     verified: bool | None = None
     """Set by council, not the member: True when the quote occurs in the cited passage (after whitespace
     and case normalisation), False when it does not or the passage does not exist, None when no
@@ -42,7 +60,7 @@ class ClaimDraft(BaseModel):
     """One self-contained factual statement."""
     confidence: float = Field(ge=0.0, le=1.0)
     """The member's probability that the claim is true."""
-    citations: list[Citation] = Field(default_factory=list)
+    citations: list[CitationDraft] = Field(default_factory=list)
     """Sources the claim rests on, if any were given."""
 
 
@@ -52,13 +70,18 @@ class AnswerDraft(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     answer: str = Field(min_length=1)
-    """The direct answer to the question, in one or two sentences."""
+    """The direct answer to the question, in one or two sentences (with at least one letter or digit)."""
     label: FactLabel | None = None
     """For a fact check: the member's label of the claim."""
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     """The member's probability that its answer (or label) is right."""
     claims: list[ClaimDraft] = Field(min_length=1)
     """The factual claims the answer rests on."""
+
+    @field_validator("answer")
+    @classmethod
+    def _has_content(cls, v: str) -> str:
+        return require_alnum(v)
 
 
 class Claim(BaseModel):

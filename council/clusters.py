@@ -66,16 +66,24 @@ def _words(text: str) -> list[str]:
     return [t for t in _TOKEN.findall(text.lower().replace("’", "'")) if t.strip()]
 
 
+# Phrases built from negation words that do not negate the claim ("there is no doubt that X" asserts X).
+_NOT_NEGATING = re.compile(
+    r"\b(no doubt|without (a )?doubt|not only|not just|nothing but|no less than|no fewer than|not least)\b",
+    re.IGNORECASE,
+)
+
+
 def polarity(text: str) -> Literal["positive", "negative"]:
-    """Negative when the claim carries an odd number of negations."""
-    neg = sum(1 for w in _words(text) if w in _NEGATIONS or w.endswith("n't"))
+    """Negative when the claim carries an odd number of negations (idioms such as "no doubt" or
+    "not only ... but also" do not count)."""
+    neg = sum(1 for w in _words(_NOT_NEGATING.sub(" ", text)) if w in _NEGATIONS or w.endswith("n't"))
     return "negative" if neg % 2 else "positive"
 
 
 def strip_negation(text: str) -> str:
     """The claim with its negations removed ("cannot be seen" -> "can be seen")."""
     out = []
-    for w in _words(text):
+    for w in _words(_NOT_NEGATING.sub(" ", text)):
         if w in _UNNEGATE:
             out.append(_UNNEGATE[w])
         elif w.endswith("n't"):

@@ -85,10 +85,20 @@ def wordllama_available() -> bool:
 
 @lru_cache(maxsize=1)
 def _wordllama_model() -> Any:
+    import logging
     from pathlib import Path
 
-    import wordllama
-    from wordllama import WordLlama
+    # wordllama calls logging.basicConfig(level=INFO) when imported; undo that, or every INFO record
+    # (litellm's included, which it routes to stdout) would be printed into the CLI's output.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        import wordllama
+        from wordllama import WordLlama
+    finally:
+        root.setLevel(level)
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
 
     # The package ships weights/ and tokenizers/ in its own directory; naming it as the cache makes
     # wordllama find both locally instead of trying to download its tokenizer.
@@ -146,12 +156,15 @@ def choose_embedding(setting: str, catalog: list[ModelEntry]) -> EmbeddingChoice
 async def embed_for_clustering(
     choice: EmbeddingChoice, claims: list[Claim], run_id: str, policy: TaskPolicy,
     sink: Callable[[CallRecord], None],
+    attempt: int = 1,
+    on_send: Callable[[CallRecord], None] | None = None,
 ) -> Embedder:
     """An embedder ready for ``cluster_claims`` on ``claims``.
 
     For a litellm embedding model the texts (and their negation-stripped forms) are embedded in one call,
     recorded like any other call (node ``cluster``). If that call fails the lexical embedder is used, and
-    the failed call's record says so.
+    the failed call's record says so. ``attempt`` numbers the call (a resumed run continues after the
+    attempts it recorded); ``on_send`` gets its ``pending`` record before the request goes out.
     """
     if choice.kind == "wordllama":
         return WordLlamaEmbedder()
@@ -167,11 +180,13 @@ async def embed_for_clustering(
     texts = sorted({c.text for c in claims} | {strip_negation(c.text) for c in claims})
     started = datetime.now(UTC)
     base = dict(
-        call_id=content_id(run_id, "cluster", "embedder", "1"), run_id=run_id, node="cluster", member_label="embedder",
+        call_id=content_id(run_id, "cluster", "embedder", str(attempt)), run_id=run_id, node="cluster", member_label="embedder",
         model_requested=choice.entry.name, model=choice.entry.name, provider=choice.entry.provider,
         policy_name=policy.name, policy_version=policy.version, template_name="(embedding)", template_hash="",
-        attempt=1, started_at=started,
+        attempt=attempt, started_at=started,
     )
+    if on_send is not None:
+        on_send(CallRecord(**base, status="pending", cost_source="unknown", finished_at=started))
     try:
         result = await aembed(choice.entry, texts, timeout_s=policy.timeout_s)
     except ModelCallError as exc:

@@ -12,7 +12,9 @@ node ids are ``kind:id`` (``claim:ab12...``). Edges carry ``relation`` (also the
     Claim -cites-> Passage (``verified`` on the edge)                 Passage -part_of-> Source
 
 So every claim reaches the billing record and the model that produced it (claim -> answer -> call ->
-model) and the policy that governed that call (call -> policy).
+model) and the policy that governed that call (call -> policy). ``trace_claim`` (from ``council.trace``)
+follows those edges for one claim and returns them typed; ``draw`` (from ``council.drawing``) pictures the
+graph with matplotlib, one column per node kind.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from .drawing import draw
 from .store import StoredRun
+from .trace import ClaimTrace, trace_claim
 
-__all__ = ["build_graph", "export_graph", "to_prov", "GraphFormat"]
+__all__ = ["build_graph", "export_graph", "to_prov", "GraphFormat", "ClaimTrace", "draw", "trace_claim"]
 
 GraphFormat = Literal["node-link", "graphml"]
 PROV_NAMESPACE = "https://github.com/council-engine/council/ns#"
@@ -213,6 +217,23 @@ def to_prov(run: StoredRun) -> Any:
     return doc
 
 
+def _graphml_safe(graph: Any) -> Any:
+    """A copy of ``graph`` in which an attribute whose values differ in type across nodes (or across edges)
+    is written as text: GraphML declares one type per attribute name and domain, and a name declared twice
+    (a cluster's ``support`` is a number, a verdict's a list of claim ids) breaks tools that key by name."""
+    g = graph.copy()
+    for dicts in ([d for _, d in g.nodes(data=True)], [d for *_, d in g.edges(data=True)]):
+        types: dict[str, set[type]] = {}
+        for d in dicts:
+            for k, v in d.items():
+                types.setdefault(k, set()).add(type(v))
+        mixed = {k for k, ts in types.items() if len(ts) > 1}
+        for d in dicts:
+            for k in mixed & d.keys():
+                d[k] = str(d[k])
+    return g
+
+
 def export_graph(graph: Any, fmt: GraphFormat, out: str | Path | None = None) -> str:
     """Serialise the graph as node-link JSON or GraphML; write it to ``out`` when given, and return it."""
     import networkx as nx
@@ -220,7 +241,7 @@ def export_graph(graph: Any, fmt: GraphFormat, out: str | Path | None = None) ->
     if fmt == "node-link":
         text = json.dumps(nx.node_link_data(graph, edges="edges"), indent=2, default=str)
     elif fmt == "graphml":
-        text = "\n".join(nx.generate_graphml(graph))
+        text = "\n".join(nx.generate_graphml(_graphml_safe(graph)))
     else:
         raise ValueError(f"unknown graph format {fmt!r} (node-link or graphml)")
     if out is not None:

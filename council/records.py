@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = ["CallRecord", "CallStatus", "CostSource", "CallNode"]
 
-CallStatus = Literal["ok", "failed", "invalid", "skipped"]
+CallStatus = Literal["ok", "failed", "invalid", "skipped", "pending", "interrupted"]
 CostSource = Literal["provider", "catalog", "local", "unknown", "none"]
 CallNode = Literal["member", "adjudicate", "cluster"]
 
@@ -51,7 +51,10 @@ class CallRecord(BaseModel):
     """1-based attempt number within this member's calls (all models of its chain together)."""
     status: CallStatus
     """``ok``; ``failed`` (provider error or timeout); ``invalid`` (answered, not valid output); ``skipped``
-    (not sent: its worst-case cost would break the policy's per-call ceiling or the run's budget)."""
+    (not sent: its worst-case cost would break the policy's per-call ceiling or the run's budget);
+    ``pending`` (written just before the request is sent, replaced by the attempt's final record);
+    ``interrupted`` (a ``pending`` record whose process died mid-call: the request may have been billed,
+    its cost is unknown)."""
     error_kind: str | None = None
     """Stable error kind (``rate_limit``, ``timeout``, ``server_error``, ``invalid_answer``, ...)."""
     error_message: str | None = None

@@ -59,7 +59,11 @@ def load_sources(items: list[str | os.PathLike[str]] | None) -> list[Source]:
     for i, item in enumerate(items or [], start=1):
         title, text = f"text {i}", str(item)
         path = Path(item) if isinstance(item, os.PathLike) or (isinstance(item, str) and len(item) < 4096 and "\n" not in item) else None
-        if path is not None and path.is_file():
+        try:
+            is_file = path is not None and path.is_file()
+        except (OSError, ValueError):  # a one-line text longer than a file name may be (ENAMETOOLONG)
+            is_file = False
+        if path is not None and is_file:
             try:
                 text, title = path.read_text(encoding="utf-8"), path.name
             except (OSError, UnicodeDecodeError) as exc:

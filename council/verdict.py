@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .answers import FactLabel
+from .answers import FactLabel, require_alnum
 
 __all__ = ["ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
 
@@ -43,6 +43,11 @@ class RulingDraft(BaseModel):
     """Why, in a few sentences."""
     rulings: list[ClusterRuling] = Field(default_factory=list)
     """One ruling per contested cluster shown in the prompt."""
+
+    @field_validator("answer")
+    @classmethod
+    def _has_content(cls, v: str) -> str:
+        return require_alnum(v)
 
 
 class FailedMember(BaseModel):

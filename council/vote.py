@@ -172,10 +172,11 @@ def majority_label(answers: list[MemberAnswer]) -> FactLabel | None:
 
 def best_member(answers: list[MemberAnswer], reliability: dict[str, float], quality: dict[str, float],
                 prior: float) -> MemberAnswer | None:
-    """The answer of the member whose model is most reliable so far (catalog quality breaks ties)."""
+    """The answer of the member whose model is most reliable so far; catalog quality, then the earlier
+    member label, break ties (the same order everywhere a single member's answer is chosen)."""
     if not answers:
         return None
-    return max(answers, key=lambda a: (reliability.get(a.model, prior), quality.get(a.model, 0.0), a.member_label))
+    return min(answers, key=lambda a: (-reliability.get(a.model, prior), -quality.get(a.model, 0.0), a.member_label))
 
 
 def standings(answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy,

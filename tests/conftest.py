@@ -105,7 +105,7 @@ def panel_script(**overrides: dict[str, Any]) -> dict[str, Any]:
         "m-b": {"latency": 0.05, "answers": [{"content": answer("No.", [
             ("It cannot be seen with the naked eye from low Earth orbit.", 0.85)])}]},
         "m-c": {"latency": 0.05, "answers": [{"content": answer("Yes.", [
-            ("The Great Wall is visible from space.", 0.6)])}]},
+            ("The Great Wall is visible to the naked eye from low Earth orbit.", 0.6)])}]},
         "m-spare": {"latency": 0.05, "answers": [{"content": answer("No.", [
             ("Astronauts report the wall is not visible unaided.", 0.8)])}]},
         "judge": {"latency": 0.05, "answers": [{"content": ruling(

@@ -8,6 +8,7 @@ the catalog, so a miscount or a mischarge shows up as a wrong number.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import threading
@@ -27,7 +28,7 @@ from council.testing import ScriptedServer
 # Catalog prices of panel_config(), USD per million tokens (input, output).
 PRICES = {"m-a": (1.0, 2.0), "m-b": (0.5, 1.0), "m-c": (0.1, 0.2), "m-spare": (0.2, 0.4), "judge": (3.0, 6.0)}
 
-M_C_CLAIM = "The Great Wall is visible from space."
+M_C_CLAIM = "The Great Wall is visible to the naked eye from low Earth orbit."  # contradicts m-a and m-b
 
 
 def expected_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
@@ -37,14 +38,20 @@ def expected_cost(model: str, prompt_tokens: int, completion_tokens: int) -> flo
 
 def judge_by_position(n_claims: int = 4) -> dict[str, Any]:
     """A judge that contradicts m-c's claim and supports every other one, whichever label (C1..Cn) the
-    shuffled adjudicator prompt gave it: the scripted answer is chosen by matching that label."""
+    shuffled adjudicator prompt gave it: the scripted answer is chosen by matching that label.
+
+    It also rules on the two contested clusters of the standard panel, which the prompt labels K1, K2 in
+    order of first appearance: m-c's cluster is K1 exactly when m-c's claim is shown first (C1)."""
     answers = []
     for k in range(1, n_claims + 1):
         others = [f"C{j}" for j in range(1, n_claims + 1) if j != k]
-        answers.append({
-            "match": f"C{k} (confidence 0.60): {M_C_CLAIM}",
-            "content": ruling("No: it is not visible to the naked eye from low Earth orbit.", others, [f"C{k}"], 0.85),
-        })
+        content = ruling("No: it is not visible to the naked eye from low Earth orbit.", others, [f"C{k}"], 0.85)
+        m_c_cluster, not_visible = ("K1", "K2") if k == 1 else ("K2", "K1")
+        content["rulings"] = [
+            {"cluster": not_visible, "decision": "accept", "rationale": "two members, and the wall is 6 m wide"},
+            {"cluster": m_c_cluster, "decision": "reject", "rationale": "contradicted by two members"},
+        ]
+        answers.append({"match": f"C{k} (confidence 0.60): {M_C_CLAIM}", "content": content})
     return {"latency": 0.05, "prompt_tokens": 900, "completion_tokens": 120, "answers": answers}
 
 
@@ -170,9 +177,47 @@ def test_verdict_maps_adjudicator_labels_to_claim_ids(main: MainRun) -> None:
     assert v.adjudicator_call_id == judge_call[0].call_id
 
 
+def test_adjudicator_rules_on_the_contested_clusters_by_their_k_labels(main: MainRun) -> None:
+    v = main.result.verdict
+    assert v is not None
+    claim = {(c.member_label, c.text): c.claim_id for c in main.result.claims}
+    a_not_visible = claim[("A", "The Great Wall is not visible to the naked eye from low Earth orbit.")]
+    a_width = claim[("A", "The wall is only about 6 m wide.")]
+    b_cannot_see = claim[("B", "It cannot be seen with the naked eye from low Earth orbit.")]
+    m_c = claim[("C", M_C_CLAIM)]
+    k1, k2, k3 = main.result.clusters
+    # A's and B's paraphrases are one cluster; m-c's negation of it is another, contradicting it.
+    assert [(k.label, k.claim_ids, k.member_labels, k.polarity) for k in (k1, k2, k3)] == [
+        ("K1", [a_not_visible, b_cannot_see], ["A", "B"], "negative"),
+        ("K2", [a_width], ["A"], "positive"),
+        ("K3", [m_c], ["C"], "positive"),
+    ]
+    assert (k1.contradicts, k2.contradicts, k3.contradicts) == ([k3.cluster_id], [], [k1.cluster_id])
+    # Whatever K-labels the shuffled prompt gave the two contested clusters, the rulings land on the right ones.
+    assert [(k.status, k.settled_by, k.rationale) for k in (k1, k2, k3)] == [
+        ("accepted", "adjudicator", "two members, and the wall is 6 m wide"),
+        ("uncorroborated", "vote", ""),
+        ("rejected", "adjudicator", "contradicted by two members"),
+    ]
+    # Two members against one: the vote leaned to K1 but not past vote_settle_at (0.8), hence contested.
+    assert 0.5 < k1.support < 0.8 and k3.support == pytest.approx(1 - k1.support)
+    assert v.clusters_total == 3
+    assert v.settled_by_adjudicator == [k1.cluster_id, k3.cluster_id]
+    assert v.settled_by_vote == [k2.cluster_id]
+    assert v.unresolved == []
+    # The accepted cluster's claims first, then what the ruling also supported; the rejected cluster is contradicted.
+    assert v.support == [a_not_visible, b_cannot_see, a_width]
+    assert v.contradicted == [m_c]
+    assert v.vote_posterior is None  # no label vote in an "ask" run
+    assert v.majority_answer == "No, it is not visible."  # A's claims are the most corroborated
+    assert (v.best_member, v.best_member_model, v.best_member_answer) == ("A", "m-a", "No, it is not visible.")
+    assert v.needs_human_review is False
+
+
 def test_stored_run_equals_result(main: MainRun) -> None:
     stored = Store(main.url).load_run(main.result.run_id)  # a fresh Store: read back from the database
     assert stored.verdict == main.result.verdict
+    assert stored.clusters == main.result.clusters and len(stored.clusters) == 3
     assert [c for a in stored.answers for c in a.claims] == main.result.claims
     assert stored.answers == main.result.answers
     assert stored.calls == main.result.calls
@@ -209,6 +254,66 @@ def test_graph_is_a_multidigraph_of_the_run(main: MainRun) -> None:
     assert g.nodes[f"run:{main.result.run_id}"]["kind"] == "Run"
     kinds = [d["kind"] for _, d in g.nodes(data=True)]
     assert kinds.count("Claim") == 4 and kinds.count("Call") == 4 and kinds.count("Answer") == 3
+
+
+# --------------------------------------------------------------------------------------------------
+# A unanimous panel: the weighted vote settles everything, and no adjudicator is asked.
+
+
+def _posterior(*confidences: float, reliability: float = 0.7) -> float:
+    """The vote's posterior for a cluster stated by members of the given confidences and nobody against
+    (vote.py: p = 0.5 + (reliability - 0.5) * (0.5 + 0.5 * confidence), weight log(p / (1 - p)))."""
+    logit = sum(math.log(p / (1 - p)) for p in (0.5 + (reliability - 0.5) * (0.5 + 0.5 * c) for c in confidences))
+    return 1 / (1 + math.exp(-logit))
+
+
+def test_unanimous_panel_is_settled_by_the_vote_without_an_adjudicator_call(scripted, db_url: str) -> None:
+    agreeing = {"latency": 0.05, "answers": [{"content": answer("No, not with the naked eye.", [
+        ("The Great Wall cannot be seen by the naked eye from low Earth orbit.", 0.6),
+        ("The wall is only about 6 m wide.", 0.7)])}]}
+    server = scripted(with_tokens(panel_script(**{"m-c": agreeing})))
+    result = run(server, db_url)
+    assert "judge" not in server.stats()["requests"]
+    assert not [c for c in result.calls if c.node == "adjudicate" or c.member_label == "adjudicator"]
+    assert sorted(c.model for c in result.calls) == ["m-a", "m-b", "m-c"]
+    assert result.total_cost_usd == pytest.approx(0.0014 + 0.0007 + 0.00014)
+    claim = {(c.member_label, c.text): c.claim_id for c in result.claims}
+    k1, k2 = result.clusters
+    assert [(k.label, k.claim_ids, k.member_labels, k.status, k.settled_by, k.contradicts) for k in (k1, k2)] == [
+        ("K1", [claim[("A", "The Great Wall is not visible to the naked eye from low Earth orbit.")],
+                claim[("B", "It cannot be seen with the naked eye from low Earth orbit.")],
+                claim[("C", "The Great Wall cannot be seen by the naked eye from low Earth orbit.")]],
+         ["A", "B", "C"], "accepted", "vote", []),
+        ("K2", [claim[("A", "The wall is only about 6 m wide.")], claim[("C", "The wall is only about 6 m wide.")]],
+         ["A", "C"], "accepted", "vote", []),
+    ]
+    assert k1.support == pytest.approx(_posterior(0.9, 0.85, 0.6))
+    assert k2.support == pytest.approx(_posterior(0.8, 0.7))
+    v = result.verdict
+    assert v is not None
+    assert v.decided_by == "vote" and v.adjudicator_call_id is None and v.rationale == ""
+    assert v.support == k1.claim_ids + k2.claim_ids and v.contradicted == []
+    assert v.agreement == 1.0
+    # A and C back the same two accepted clusters; with equal reliabilities the first seat's answer is chosen,
+    # and the confidence is the mean support of that member's accepted clusters.
+    assert v.answer == "No, it is not visible."
+    chosen = next(a for a in result.answers if a.answer == v.answer)
+    assert chosen.member_label == "A"
+    by_id = {k.cluster_id: k for k in result.clusters}
+    mine = [by_id[c.cluster_id].support for c in chosen.claims if by_id[c.cluster_id].status == "accepted"]
+    assert len(mine) == 2
+    assert v.confidence == pytest.approx(sum(mine) / len(mine)) == pytest.approx((k1.support + k2.support) / 2)
+    assert (v.clusters_total, v.settled_by_vote, v.settled_by_adjudicator, v.unresolved) == (
+        2, [k1.cluster_id, k2.cluster_id], [], [])
+    assert (v.members_total, v.members_answered, v.quorum, v.quorum_met) == (3, 3, 2, True)
+    assert v.degraded is False and v.degraded_reasons == [] and v.failed_members == []
+    # A's and C's claims are equally corroborated (5 member-claims each); that tie goes to the later label.
+    assert v.majority_answer == "No, not with the naked eye."
+    assert (v.best_member, v.best_member_model) == ("A", "m-a")  # equal reliability: the best catalog quality
+    assert result.status == "done"
+    stored = Store(db_url).load_run(result.run_id)
+    assert stored.verdict == v and stored.clusters == result.clusters
+    assert_billing_consistent(result, server)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,10 +460,20 @@ def test_adjudicator_failure_degrades_with_reason(scripted, db_url: str) -> None
     result = run(server, db_url)
     v = result.verdict
     assert v is not None
-    assert v.degraded and v.decided_by == "none" and v.adjudicator_call_id is None
+    # The contested panel falls back to its unsettled weighted vote, and says so.
+    assert v.degraded and v.decided_by == "vote" and v.adjudicator_call_id is None
     assert v.members_answered == 3 and v.failed_members == []
-    assert len(v.degraded_reasons) == 1 and v.degraded_reasons[0].startswith("adjudicator failed: server_error")
-    assert v.support == [] and v.confidence == 0.0
+    assert len(v.degraded_reasons) == 2 and v.degraded_reasons[0].startswith("adjudicator failed: server_error")
+    assert v.degraded_reasons[1] == "verdict is the unsettled weighted vote"
+    # Nothing was accepted: the two contested clusters stay unresolved, the lone claim uncorroborated.
+    assert v.support == [] and v.contradicted == [] and v.confidence == 0.0 and v.agreement == 0.0
+    k1, k2, k3 = result.clusters
+    assert [(k.status, k.settled_by) for k in result.clusters] == [
+        ("unresolved", "none"), ("uncorroborated", "vote"), ("unresolved", "none")]
+    assert v.unresolved == [k1.cluster_id, k3.cluster_id] and v.settled_by_adjudicator == []
+    assert v.settled_by_vote == [k2.cluster_id]
+    # With no backing anywhere, the answer is that of the most reliable member, ties to the first seat.
+    assert v.answer == "No, it is not visible."
     (rec,) = calls_of(result, "adjudicator")
     assert (rec.status, rec.error_kind, rec.model) == ("failed", "server_error", "judge")
     assert result.status == "degraded"
@@ -575,8 +690,10 @@ def test_interrupted_sync_ask_marks_the_run_failed(scripted, db_url: str) -> Non
     (run_,) = Store(db_url).list_runs()
     assert run_.status == "failed"
     stored = Store(db_url).load_run(run_.run_id)
-    # the two members that had answered keep their (paid) call records, and the run's cost is theirs
-    assert sorted(c.model for c in stored.calls) == ["m-b", "m-c"]
+    # the two members that had answered keep their (paid) call records, and the run's cost is theirs;
+    # the call cut short was sent, so it keeps a record too: interrupted, cost unknown
+    assert sorted(c.model for c in stored.calls if c.status != "interrupted") == ["m-b", "m-c"]
+    assert [(c.model, c.cost_source) for c in stored.calls if c.status == "interrupted"] == [("m-a", "unknown")]
     assert stored.total_cost_usd == pytest.approx(expected_cost("m-b", 1000, 200) + expected_cost("m-c", 1000, 200))
 
 
