@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ConfigError
 from .policy import Capability, LatencyTier
@@ -69,12 +71,41 @@ class ModelEntry(BaseModel):
     """How fast the model usually answers; policies can exclude slow tiers."""
     local: bool = False
     """Runs on this machine: its calls cost 0 with cost source ``local``."""
-    params: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    """Extra completion parameters sent with every call (decoding settings such as ``repeat_penalty``)."""
+    params: dict[str, str | int | float | bool | list[str]] = Field(default_factory=dict)
+    """Standard completion parameters sent with every call (``temperature``, ``top_p``, ``seed``, ``stop``);
+    a ``temperature`` here wins over the policy's."""
+    extra_body: dict[str, str | int | float | bool | list[str]] = Field(default_factory=dict)
+    """Provider-specific decoding settings sent in the request body as they are (``repeat_penalty``,
+    ``top_k`` for llama.cpp)."""
     system_prompt: str | None = None
     """Extra system text for this model (e.g. tuned for a small model)."""
+    prompt_style: Literal["chat", "completion"] = "chat"
+    """``completion`` for base models that only continue text: the model string should use litellm's
+    ``text-completion-openai/`` prefix, and the member gets a completion-style prompt (``Question: ...
+    Answer:``)."""
+    answer_style: Literal["structured", "sentence"] = "structured"
+    """``structured``: the model answers with the JSON schema of a member answer. ``sentence``: it answers
+    in one plain sentence, which council turns into one claim (and a label for a fact check) with
+    ``stated_confidence``; for small models that cannot keep to a JSON schema."""
+    structured_output: Literal["auto", "json_schema", "json_object_schema", "instructed"] = "auto"
+    """How the JSON schema is sent: ``json_schema`` (OpenAI ``response_format``), ``json_object_schema``
+    (``{"type": "json_object", "schema": ...}``, llama.cpp's grammar-constrained JSON), ``instructed`` (in
+    the prompt only); ``auto`` picks json_schema when the model has that capability, else instructed."""
+    stated_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
+    """The confidence recorded for a ``sentence`` answer, which states none."""
+    serve: Literal["llama.cpp"] | None = None
+    """``llama.cpp``: council starts a llama.cpp server for ``weights_path`` on a free loopback port
+    when a run needs it (api_base is then filled in) and stops it at exit."""
     weights_path: str | None = None
     """Where the model's weights are, for local models (shown by ``council models``)."""
+
+    @model_validator(mode="after")
+    def _styles_fit(self) -> ModelEntry:
+        if self.prompt_style == "completion" and self.answer_style != "sentence":
+            raise ValueError("a completion-style model must have answer_style = \"sentence\"")
+        if self.serve == "llama.cpp" and not self.weights_path:
+            raise ValueError("serve = \"llama.cpp\" needs weights_path")
+        return self
 
     @field_validator("name")
     @classmethod

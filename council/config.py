@@ -41,6 +41,10 @@ class TaskRecipe(BaseModel):
     """Policy the members of this task follow."""
     member_template: str
     """Prompt template (in prompts/) the members get."""
+    sentence_template: str = "member_sentence.j2"
+    """Prompt template for members that answer in one sentence (small chat models)."""
+    completion_template: str = "member_completion.j2"
+    """Prompt template for members that are base models in completion mode."""
 
 
 class AdjudicationRecipe(BaseModel):

@@ -59,6 +59,9 @@ def _lib() -> Any:
         litellm.telemetry = False
         litellm.drop_params = True
         litellm.num_retries = 0
+        # litellm's OpenAI embedding path reads `max_retries or DEFAULT_MAX_RETRIES` (so 0 cannot be
+        # passed) and hands it to the openai SDK, which would retry a 5xx/429 unseen and unbilled.
+        litellm.DEFAULT_MAX_RETRIES = 0
         _litellm = litellm
     return _litellm
 
@@ -155,6 +158,12 @@ def model_defaults(entry: ModelEntry) -> ModelDefaults:
     )
 
 
+async def aclose() -> None:
+    """Close the async HTTP clients litellm cached on the running loop (no-op before litellm is used)."""
+    if _litellm is not None:
+        await _litellm.close_litellm_async_clients()
+
+
 def missing_key(entry: ModelEntry) -> str | None:
     """Name of the env var the entry needs but is unset, or None when it can be called."""
     if entry.api_key_env:
@@ -246,12 +255,51 @@ def _translate(exc: Exception, entry: ModelEntry, secrets: list[str]) -> ModelCa
 
 
 def _response_format(entry: ModelEntry, schema: type[BaseModel] | None) -> dict[str, Any] | None:
-    if schema is None or "json_schema" not in (entry.capabilities or ()):
+    if schema is None:
         return None
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
-    }
+    mode = entry.structured_output
+    if mode == "auto":
+        mode = "json_schema" if "json_schema" in (entry.capabilities or ()) else "instructed"
+    if mode == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(), "strict": False},
+        }
+    if mode == "json_object_schema":
+        return {"type": "json_object", "schema": schema.model_json_schema()}
+    return None
+
+
+async def _call(method: str, entry: ModelEntry, kwargs: dict[str, Any], timeout_s: float) -> tuple[Any, float]:
+    """Call litellm's ``method`` for ``entry`` (its endpoint and key added), within the timeout; return the
+    response and its latency, or raise the translated ModelCallError."""
+    lib = _lib()
+    key = _api_key(entry)
+    secrets = [key] if key and key != _NO_KEY else []
+    kwargs = {"model": entry.model, "timeout": timeout_s, **kwargs}
+    if entry.api_base:
+        kwargs["api_base"] = entry.api_base
+    if key:
+        kwargs["api_key"] = key
+    started = time.perf_counter()
+    try:
+        resp = await asyncio.wait_for(getattr(lib, method)(**kwargs), timeout=timeout_s + 1.0)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # translated: every provider error becomes a ModelCallError
+        raise _translate(exc, entry, secrets) from None
+    return resp, time.perf_counter() - started
+
+
+def _cost(entry: ModelEntry, prompt_tokens: int, completion_tokens: int, reported: Any) -> tuple[float, CostSource]:
+    """A call's cost and its source: local models cost 0; else the provider's own figure when it reports
+    one; else the catalog price of the model that served; else unknown."""
+    if entry.local:
+        return 0.0, "local"
+    if isinstance(reported, (int, float)):
+        return float(reported), "provider"
+    priced = price_of(entry, prompt_tokens, completion_tokens)
+    return (priced, "catalog") if priced is not None else (0.0, "unknown")
 
 
 async def acomplete(
@@ -269,49 +317,26 @@ async def acomplete(
     validating the text against it is the caller's job. Cost: the provider's reported cost when it gives
     one, else the catalog price of ``entry`` (the model that actually served), else unknown.
     """
-    lib = _lib()
-    key = _api_key(entry)
-    secrets = [key] if key and key != _NO_KEY else []
     kwargs: dict[str, Any] = {
-        "model": entry.model,
         "messages": [m.model_dump(exclude_none=True) for m in messages],
         "max_tokens": max_tokens,
-        "timeout": timeout_s,
         "num_retries": 0,
         **entry.params,
     }
     if temperature is not None and "temperature" not in entry.params:
         kwargs["temperature"] = temperature
-    if entry.api_base:
-        kwargs["api_base"] = entry.api_base
-    if key:
-        kwargs["api_key"] = key
+    if entry.extra_body:
+        kwargs["extra_body"] = dict(entry.extra_body)
     fmt = _response_format(entry, schema)
     if fmt is not None:
         kwargs["response_format"] = fmt
-    started = time.perf_counter()
-    try:
-        resp = await asyncio.wait_for(lib.acompletion(**kwargs), timeout=timeout_s + 1.0)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # translated: every provider error becomes a ModelCallError
-        raise _translate(exc, entry, secrets) from None
-    latency = time.perf_counter() - started
+    resp, latency = await _call("acompletion", entry, kwargs, timeout_s)
     choice = resp.choices[0] if resp.choices else None
     text = (choice.message.content if choice is not None else None) or ""
     usage = getattr(resp, "usage", None)
     pt = int(getattr(usage, "prompt_tokens", 0) or 0)
     ct = int(getattr(usage, "completion_tokens", 0) or 0)
-    reported = getattr(usage, "cost", None)
-    cost: float
-    source: CostSource
-    if entry.local:
-        cost, source = 0.0, "local"
-    elif isinstance(reported, (int, float)):
-        cost, source = float(reported), "provider"
-    else:
-        priced = price_of(entry, pt, ct)
-        cost, source = (priced, "catalog") if priced is not None else (0.0, "unknown")
+    cost, source = _cost(entry, pt, ct, getattr(usage, "cost", None))
     return CallResult(
         text=text,
         prompt_tokens=pt,
@@ -343,22 +368,7 @@ async def aembed(entry: ModelEntry, texts: list[str], *, timeout_s: float) -> Em
     """Embed ``texts`` with one litellm embedding call; raise a ModelCallError on failure."""
     import math
 
-    lib = _lib()
-    key = _api_key(entry)
-    secrets = [key] if key and key != _NO_KEY else []
-    kwargs: dict[str, Any] = {"model": entry.model, "input": texts, "timeout": timeout_s}
-    if entry.api_base:
-        kwargs["api_base"] = entry.api_base
-    if key:
-        kwargs["api_key"] = key
-    started = time.perf_counter()
-    try:
-        resp = await asyncio.wait_for(lib.aembedding(**kwargs), timeout=timeout_s + 1.0)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # translated: every provider error becomes a ModelCallError
-        raise _translate(exc, entry, secrets) from None
-    latency = time.perf_counter() - started
+    resp, latency = await _call("aembedding", entry, {"input": texts}, timeout_s)
     rows = sorted(resp.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
     vectors = []
     for row in rows:
@@ -370,11 +380,7 @@ async def aembed(entry: ModelEntry, texts: list[str], *, timeout_s: float) -> Em
                              provider=entry.provider)
     usage = getattr(resp, "usage", None)
     pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-    if entry.local:
-        cost, source = 0.0, "local"
-    else:
-        priced = price_of(entry, pt, 0)
-        cost, source = (priced, "catalog") if priced is not None else (0.0, "unknown")
+    cost, source = _cost(entry, pt, 0, None)
     return EmbedResult(vectors=vectors, prompt_tokens=pt, cost_usd=cost, cost_source=source,  # type: ignore[arg-type]
                        model_reported=getattr(resp, "model", None), request_id=getattr(resp, "id", None),
                        latency_s=latency)

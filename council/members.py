@@ -47,6 +47,18 @@ def call_id_for(run_id: str, node: str, member_label: str, attempt: int) -> str:
 
 
 @dataclass
+class PlainPrompts:
+    """The prompts for models that answer in one sentence (``answer_style = "sentence"``)."""
+
+    sentence: RenderedPrompt
+    """For chat models."""
+    completion: RenderedPrompt
+    """For base models in completion mode."""
+    task: str
+    question: str
+
+
+@dataclass
 class CallContext:
     """Who is calling, under which policy and prompt, and where records go."""
 
@@ -58,6 +70,15 @@ class CallContext:
     sink: Callable[[CallRecord], None]
     budget: Budget | None = None
     image: ImagePart | None = None
+    plain: PlainPrompts | None = None
+    """Set where sentence-style models may serve (member nodes); None elsewhere (the adjudicator)."""
+    first_attempt: int = 1
+    """Number of the first attempt: a resumed run continues after the attempts it already recorded, so
+    no call id is reused and every real call keeps exactly one record."""
+    on_send: Callable[[CallRecord], None] | None = None
+    """Called with a ``pending`` record just before each request goes out (write-ahead): a process that
+    dies mid-call still leaves the record of the call. The attempt's final record (same call id) replaces
+    it through ``sink``. If it raises, the request is not sent."""
 
 
 @dataclass
@@ -98,14 +119,35 @@ def _validate(schema: type[T], text: str) -> T:
         raise InvalidAnswer(f"does not match the schema: {loc}: {err['msg']}", raw_text=text) from None
 
 
-def _messages(ctx: CallContext, entry: ModelEntry, repair: list[ChatMessage]) -> list[ChatMessage]:
-    system = ctx.prompt.system
+def _prompt_for(ctx: CallContext, entry: ModelEntry) -> RenderedPrompt | None:
+    """The prompt ``entry`` gets in this context, or None when it cannot serve here."""
+    if entry.answer_style == "structured":
+        return ctx.prompt
+    if ctx.plain is None:
+        return None
+    return ctx.plain.completion if entry.prompt_style == "completion" else ctx.plain.sentence
+
+
+def _messages(prompt: RenderedPrompt, ctx: CallContext, entry: ModelEntry, repair: list[ChatMessage]) -> list[ChatMessage]:
+    system = prompt.system
     if entry.system_prompt:
-        system = f"{system}\n\n{entry.system_prompt}"
-    user: str | list[TextPart | ImagePart] = ctx.prompt.user
+        system = f"{system}\n\n{entry.system_prompt}".strip()
+    user: str | list[TextPart | ImagePart] = prompt.user
     if ctx.image is not None:
-        user = [TextPart(text=ctx.prompt.user), ctx.image]
-    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user), *repair]
+        user = [TextPart(text=prompt.user), ctx.image]
+    head = [ChatMessage(role="system", content=system)] if system else []
+    return [*head, ChatMessage(role="user", content=user), *repair]
+
+
+def _parse(ctx: CallContext, entry: ModelEntry, schema: type[T], text: str) -> T:
+    if entry.answer_style == "sentence":
+        assert ctx.plain is not None
+        from .plaintext import sentence_answer
+
+        value = sentence_answer(text, task=ctx.plain.task, question=ctx.plain.question,
+                                confidence=entry.stated_confidence)
+        return schema.model_validate(value.model_dump())
+    return _validate(schema, text)
 
 
 def _worst_case(entry: ModelEntry, prompt_tokens: int, max_tokens: int) -> float | None:
@@ -116,11 +158,11 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
     """Walk ``chain`` until one model gives a valid ``schema`` answer; see the module docstring."""
     policy = ctx.policy
     records: list[CallRecord] = []
-    attempt = 0
+    attempt = ctx.first_attempt - 1
     last_kind, last_reason, last_raw = "no_attempt", "no model was tried", None
-    prompt_estimate = estimate_tokens(ctx.prompt.system + ctx.prompt.user)
+    used = ctx.prompt  # the prompt of the model being tried: its template goes on the record
 
-    def emit(entry: ModelEntry, started: datetime, **fields: Any) -> CallRecord:
+    def emit(entry: ModelEntry, started: datetime, keep: bool = True, **fields: Any) -> CallRecord:
         rec = CallRecord(
             call_id=call_id_for(ctx.run_id, ctx.node, ctx.member_label, attempt),
             run_id=ctx.run_id,
@@ -131,19 +173,29 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
             provider=entry.provider,
             policy_name=policy.name,
             policy_version=policy.version,
-            template_name=ctx.prompt.template_name,
-            template_hash=ctx.prompt.template_hash,
+            template_name=used.template_name,
+            template_hash=used.template_hash,
             attempt=attempt,
             started_at=started,
             finished_at=datetime.now(UTC),
             **fields,
         )
-        records.append(rec)
-        ctx.sink(rec)
+        if keep:
+            records.append(rec)
+            ctx.sink(rec)
         return rec
 
     for entry in chain:
-        worst = _worst_case(entry, prompt_estimate, policy.max_output_tokens)
+        prompt = _prompt_for(ctx, entry)
+        if prompt is None:
+            attempt += 1
+            last_kind = "answer_style"
+            last_reason = f"{entry.name}: answers in one sentence, which the {ctx.node} node cannot use"
+            emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
+            continue
+        used = prompt
+        max_tokens = min(policy.max_output_tokens, entry.max_output_tokens or policy.max_output_tokens)
+        worst = _worst_case(entry, estimate_tokens(prompt.system + prompt.user), max_tokens)
         if policy.max_call_usd is not None and worst is not None and worst > policy.max_call_usd:
             attempt += 1
             last_kind = "price_ceiling"
@@ -164,14 +216,21 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                     break
             attempt += 1
             started = datetime.now(UTC)
+            if ctx.on_send is not None:
+                try:
+                    ctx.on_send(emit(entry, started, keep=False, status="pending", cost_source="unknown"))
+                except BaseException:
+                    if reservation is not None:
+                        ctx.budget.settle(reservation, 0.0)  # type: ignore[union-attr]
+                    raise
             try:
                 result = await gateway.acomplete(
                     entry,
-                    _messages(ctx, entry, repair),
-                    max_tokens=policy.max_output_tokens,
+                    _messages(prompt, ctx, entry, repair),
+                    max_tokens=max_tokens,
                     temperature=policy.temperature,
                     timeout_s=policy.timeout_s,
-                    schema=schema,
+                    schema=schema if entry.answer_style == "structured" else None,
                 )
             except ModelCallError as exc:
                 if reservation is not None:
@@ -181,7 +240,8 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                 last_kind, last_reason = exc.kind, f"{entry.name}: {exc}"
                 emit(
                     entry, started, status="failed", error_kind=exc.kind, error_message=str(exc),
-                    cost_source="unknown" if exc.kind == "timeout" else "none",
+                    # A local model never bills, even for a request that timed out.
+                    cost_source="local" if entry.local else ("unknown" if exc.kind == "timeout" else "none"),
                     latency_s=(datetime.now(UTC) - started).total_seconds(),
                 )
                 if isinstance(exc, TransientError):
@@ -202,7 +262,7 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                 model_reported=result.model_reported,
             )
             try:
-                value = _validate(schema, result.text)
+                value = _parse(ctx, entry, schema, result.text)
             except InvalidAnswer as exc:
                 last_kind, last_reason, last_raw = exc.kind, f"{entry.name}: answer {exc}", result.text
                 emit(entry, started, status="invalid", error_kind=exc.kind, error_message=str(exc), **billed)

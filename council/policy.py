@@ -35,6 +35,8 @@ class TaskPolicy(BaseModel):
     """Every qualified model must have all of these."""
     min_quality: float = 0.0
     """Models whose quality score is below this are not qualified."""
+    answer_styles: tuple[Literal["structured", "sentence"], ...] = ("structured", "sentence")
+    """Answer styles a model may have to serve this policy (an adjudicator must answer structured)."""
     allowed_models: tuple[str, ...] | None = None
     """If set, only these catalog names may serve the policy (an explicit pin, still ranked)."""
     context_budget_tokens: int = 8000
@@ -78,6 +80,9 @@ class TaskPolicy(BaseModel):
     """Assumed accuracy of a model with no history in the store."""
     reliability_prior_weight: float = Field(default=4.0, ge=0.0)
     """How many past judgements the prior counts as when smoothing a model's learned reliability."""
+    reliability_min_feedback: int = Field(default=20, ge=1)
+    """With at least this many human-labelled judgements (``council feedback``), a model's reliability is
+    learned from those alone, not from agreement with the council's own verdicts."""
 
     @property
     def version(self) -> str:

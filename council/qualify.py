@@ -57,6 +57,8 @@ def exclusion_reason(entry: ModelEntry, policy: TaskPolicy, needs: RequestNeeds)
     """Why ``entry`` cannot serve ``policy`` for this request, or None when it qualifies."""
     if policy.allowed_models is not None and entry.name not in policy.allowed_models:
         return f"not in the allowed models of policy {policy.name!r}"
+    if entry.answer_style not in policy.answer_styles:
+        return f"answers in {entry.answer_style} style; policy {policy.name!r} needs {' or '.join(policy.answer_styles)}"
     caps = entry.capabilities or frozenset({"text"})
     missing = sorted((set(policy.required_capabilities) | set(needs.capabilities)) - set(caps))
     if missing:

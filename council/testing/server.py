@@ -14,6 +14,8 @@ Endpoints (OpenAI wire format where one exists):
   ``{"error": {"message", "type", "code"}}``: ``stream: true`` -> 400, unknown model -> 404
   ``model_not_found``, no matching answer -> 400, fault "429" -> 429 ``rate_limit_error`` (with
   ``Retry-After`` when scripted), faults "500"/"503" -> 500/503.
+- ``POST /v1/completions``: the legacy text completion (for base models in completion mode): the
+  ``prompt`` is matched like a last user message; same faults, latency and usage; ``choices[0].text``.
 - ``POST /v1/embeddings``: for models with ``embedding_dims``, deterministic hashed-word vectors (texts
   sharing words get similar vectors), with usage; faults "429"/"500"/"503" apply as for chat.
 - ``GET /v1/models``: the scripted model names.
@@ -188,6 +190,7 @@ class ScriptedServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_stats", self._stats)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -378,10 +381,18 @@ class ScriptedServer:
         if body.get("stream"):
             return _error(400, "streaming not supported by the scripted server",
                           "invalid_request_error", "stream_not_supported")
-        messages = body.get("messages")
-        if not isinstance(messages, list):
-            return _error(400, "'messages' must be a list", "invalid_request_error", None)
-        question, prompt_chars = read_messages(messages)
+        completion = "prompt" in body and "messages" not in body
+        if completion:
+            prompt = body.get("prompt")
+            prompt = "".join(prompt) if isinstance(prompt, list) else prompt
+            if not isinstance(prompt, str):
+                return _error(400, "'prompt' must be a string", "invalid_request_error", None)
+            question, prompt_chars = prompt, len(prompt)
+        else:
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                return _error(400, "'messages' must be a list", "invalid_request_error", None)
+            question, prompt_chars = read_messages(messages)
         note["question"] = question[:_EXCERPT]
 
         member = self.script.models.get(model)
@@ -415,10 +426,13 @@ class ScriptedServer:
         prompt_tokens, completion_tokens = member.usage(prompt_chars, content)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         note["request_id"] = request_id
+        choice: dict[str, Any] = (
+            {"index": 0, "text": content, "finish_reason": "stop", "logprobs": None} if completion
+            else {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        )
         payload = {
-            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
+            "id": request_id, "object": "text_completion" if completion else "chat.completion",
+            "created": int(time.time()), "model": model, "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
