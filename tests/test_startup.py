@@ -27,7 +27,7 @@ sys.argv = ["council", *json.loads(sys.argv[1])]
 import council.cli
 code = 0
 try:
-    council.cli.main()
+    council.cli.app()  # the CLI itself; main() adds only the exit without interpreter teardown
 except SystemExit as exc:
     code = exc.code or 0
 print("\\n@@modules@@" + json.dumps({"exit": code, "modules": sorted(
