@@ -16,21 +16,29 @@ __all__ = ["Budget", "Reservation"]
 class Reservation:
     """Money held for one call until it is settled."""
 
-    __slots__ = ("amount", "settled")
+    __slots__ = ("amount", "settled", "parent")
 
-    def __init__(self, amount: float) -> None:
+    def __init__(self, amount: float, parent: Reservation | None = None) -> None:
         self.amount = amount
         self.settled = False
+        self.parent = parent
+        """The same money held in the parent budget, if the budget has one."""
 
 
 class Budget:
-    """A spending limit in USD shared by every call that reserves from it (thread-safe)."""
+    """A spending limit in USD shared by every call that reserves from it (thread-safe).
 
-    def __init__(self, limit_usd: float) -> None:
+    ``parent``: a budget this one draws from as well (a run's own ceiling inside a batch's budget): a
+    reservation must fit both. ``spent_usd``: money already spent before this budget object existed
+    (e.g. by an interrupted earlier invocation of the same batch).
+    """
+
+    def __init__(self, limit_usd: float, *, parent: Budget | None = None, spent_usd: float = 0.0) -> None:
         if limit_usd <= 0:
             raise ValueError("a budget must be positive")
         self.limit_usd = limit_usd
-        self._spent = 0.0
+        self.parent = parent
+        self._spent = max(0.0, spent_usd)
         self._held = 0.0
         self._lock = threading.Lock()
 
@@ -44,13 +52,25 @@ class Budget:
         with self._lock:
             return self._spent + self._held
 
+    @property
+    def remaining_usd(self) -> float:
+        """What can still be reserved (in this budget and its parent)."""
+        with self._lock:
+            own = self.limit_usd - self._spent - self._held
+        return min(own, self.parent.remaining_usd) if self.parent is not None else own
+
     def reserve(self, amount: float) -> Reservation | None:
-        """Hold ``amount``; None when it would take spent+held past the limit."""
+        """Hold ``amount``; None when it would take spent+held past the limit (here or in the parent)."""
         with self._lock:
             if self._spent + self._held + amount > self.limit_usd + 1e-12:
                 return None
+            parent = None
+            if self.parent is not None:
+                parent = self.parent.reserve(amount)
+                if parent is None:
+                    return None
             self._held += amount
-            return Reservation(amount)
+            return Reservation(amount, parent)
 
     def settle(self, reservation: Reservation, actual: float | None) -> None:
         """Release the hold and charge ``actual`` (the held worst case when the cost is unknown)."""
@@ -60,3 +80,5 @@ class Budget:
             reservation.settled = True
             self._held -= reservation.amount
             self._spent += reservation.amount if actual is None else actual
+        if reservation.parent is not None and self.parent is not None:
+            self.parent.settle(reservation.parent, actual)

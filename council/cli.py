@@ -82,10 +82,21 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a council on QUESTION and print the verdict, the claims and every call with its cost."""
+    council = _council(config, db)
+    result = council.ask(question, image=image, sources=_sources(source))
+    _print_result(result, as_json)
+
+
+def _council(config: Path | None, db: str | None) -> Any:
+    """The Council of a run command; says on stderr when it is the local demonstration panel."""
     from .engine import Council
 
-    result = Council(config, db=_db_url(db)).ask(question, image=image, sources=_sources(source))
-    _print_result(result, as_json)
+    council = Council(config, db=_db_url(db))
+    if council.demo:
+        from .local import DEMO_NOTICE
+
+        typer.echo(DEMO_NOTICE, err=True)
+    return council
 
 
 def _sources(paths: list[Path] | None) -> list[Path]:
@@ -95,6 +106,11 @@ def _sources(paths: list[Path] | None) -> list[Path]:
         if not p.is_file():
             raise InputError(f"--source {p}: no such file")
     return list(paths or [])
+
+
+from .batch_cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
+
+app.command("check")(_check_batch)
 
 
 @app.command("check-one")
@@ -107,9 +123,7 @@ def check_one(
     as_json: JsonOpt = False,
 ) -> None:
     """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
-    from .engine import Council
-
-    _print_result(Council(config, db=_db_url(db)).check(claim, sources=_sources(source)), as_json)
+    _print_result(_council(config, db).check(claim, sources=_sources(source)), as_json)
 
 
 @app.command()
@@ -148,6 +162,29 @@ def runs(
         t.add_row(r.run_id[:12], r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.task, _short(r.question, 50),
                   _short(r.verdict or "", 40), r.status, f"{r.total_cost_usd:.6f}")
     Console().print(t)
+
+
+@app.command()
+@_errors
+def stats(
+    since: Annotated[str | None, typer.Option("--since", help="Runs started at or after: 2026-11-01, 2026-11-01T12:00, or an age such as 7d, 12h.", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Runs started before this (same forms as --since).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model (catalog name).", show_default=False)] = None,
+    by: Annotated[str | None, typer.Option("--by", help="One row per model and minute, hour, day or week.", show_default=False)] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
+    from .monitoring import report_table, stats_report
+
+    report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(report_table(report))
 
 
 @app.command()
@@ -286,4 +323,24 @@ def _print_result(result: Any, as_json: bool) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the CLI, then exit without interpreter teardown.
+
+    Exit handlers still run (litellm's clients are closed, local model servers stopped, logs flushed);
+    only the garbage collection of every loaded module is skipped, which after litellm is loaded costs
+    about two seconds and changes nothing for a process that is about to end.
+    """
+    import atexit
+    import os
+    import sys
+
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

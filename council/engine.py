@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import mimetypes
 import os
@@ -17,7 +18,7 @@ from .answers import Claim, MemberAnswer, MemberFailure
 from .catalog import ModelEntry
 from .clusters import ClaimCluster
 from .sources import Passage
-from .config import CouncilConfig, config_from_dict, load_config, load_recipe
+from .config import CONFIG_ENV, CouncilConfig, config_from_dict, load_config, load_recipe
 from .errors import CouncilError, InputError
 from .records import CallRecord
 from .store import Store, StoredRun
@@ -66,6 +67,18 @@ class RunResult(BaseModel):
             raise CouncilError("this result is not attached to a store")
         return build_graph(self._store.load_run(self.run_id))
 
+    def claims_frame(self) -> Any:
+        """Who said what, as a pandas DataFrame (see ``council.frames.claims_frame``)."""
+        from .frames import claims_frame
+
+        return claims_frame(self)
+
+    def calls_frame(self) -> Any:
+        """The run's call records (model, tokens, cost, latency, status) as a pandas DataFrame."""
+        from .frames import calls_frame
+
+        return calls_frame(self.calls)
+
     @classmethod
     def from_stored(cls, run: StoredRun, store: Store | None = None) -> RunResult:
         result = cls(
@@ -100,7 +113,8 @@ class Council:
     """A configured council: catalog, policies, recipe and store. Reuse one for many questions.
 
     ``config`` is a CouncilConfig, a path to a TOML file, a dict of the same tables, or None for the
-    file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL) overrides the config's database.
+    file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL) overrides the config's database. ``budget``:
+    a ``Budget`` every run of this council draws from (a batch's), besides the config's per-run budget.
     """
 
     def __init__(
@@ -109,11 +123,20 @@ class Council:
         *,
         db: str | None = None,
         recipe: str = "council",
+        budget: Any = None,
     ) -> None:
+        self._shared_budget = budget
+        self.demo = False
+        """True when no config was given and the local demonstration panel is used."""
         if isinstance(config, CouncilConfig):
             self.config = config
         elif isinstance(config, dict):
             self.config = config_from_dict(config)
+        elif config is None and not os.environ.get(CONFIG_ENV):
+            from .local import local_config_tables
+
+            self.config = config_from_dict(local_config_tables(), source="(built-in local demonstration panel)")
+            self.demo = True
         else:
             self.config = load_config(config)
         self.recipe = load_recipe(recipe)
@@ -140,14 +163,18 @@ class Council:
 
     def _compiled(self) -> Any:
         if self._graph is None:
+            from .embeddings import choose_embedding
             from .graph import GraphDeps, build_graph
 
-            from .embeddings import choose_embedding
+            catalog = self.catalog
+            if any(e.serve for e in catalog):
+                from .local import runtime
 
+                catalog = self._catalog = runtime().ensure(catalog)
             self._graph = build_graph(
-                GraphDeps(config=self.config, catalog=self.catalog, recipe=self.recipe, store=self.store,
-                          budget_usd=self.config.budget_usd,
-                          embedding=choose_embedding(self.config.embedding, self.catalog))
+                GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
+                          budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
+                          embedding=choose_embedding(self.config.embedding, catalog))
             )
         return self._graph
 
@@ -175,18 +202,27 @@ class Council:
             image=_image_part(image) if image is not None else None, sources=load_sources(sources),
             created_at=datetime.now(UTC),
         )
-        graph = self._compiled()
+        await self._invoke(request)
+        return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
+
+    async def _invoke(self, request: Any) -> dict[str, Any]:
+        """Run the graph on a ``RunRequest``; return its final state (the run is marked failed if it raises)."""
+        # Compiling may start local model servers (seconds): keep the event loop free meanwhile.
+        graph = self._graph or await asyncio.to_thread(self._compiled)
         try:
-            await graph.ainvoke({"request": request, "outcomes": []})
+            return await graph.ainvoke({"request": request, "outcomes": []})
         except BaseException:
             self._mark_failed(request.run_id)
             raise
-        return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
 
     def _mark_failed(self, run_id: str) -> None:
         from .errors import RunNotFound, StoreError
 
+        from .resume import interrupt_pending
+
         try:
+            # A call in flight when the run stopped was sent: its pending record stays, as interrupted.
+            interrupt_pending(self.store, run_id)
             self.store.finish_run(run_id, None, "failed")
         except (RunNotFound, StoreError):
             pass  # the run never opened (bad input), or the store itself is what failed

