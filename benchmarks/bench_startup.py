@@ -46,7 +46,7 @@ import json, sys
 sys.argv = ["council", *json.loads(sys.argv[1])]
 import council.cli
 try:
-    council.cli.main()
+    council.cli.app()
 except SystemExit:
     pass
 print("\\n{_MARK}" + json.dumps({{m: m in sys.modules for m in {WATCHED!r}}}))
