@@ -12,7 +12,8 @@ How a batch runs (``acheck_many``):
    rerunning the same command finds the same batch and the same runs.
 3. ``concurrency`` workers each take one pending item at a time by an atomic lease, run its council and
    record the outcome. A heartbeat renews the leases while they work, so several processes can share one
-   database (SQLite or PostgreSQL) without doing the same claim twice.
+   database (SQLite or PostgreSQL) without doing the same claim twice; ``processes=N`` starts the helper
+   processes itself (``council.batch_procs``), since one process is bound to one CPU core.
 4. Resume: items already finished are skipped. An item whose process died is taken over (its lease
    expired, or its owner is a dead process on this host) and its run resumed (``council.resume``):
    member answers already stored are kept, pending call records become ``interrupted``, new attempts are
@@ -248,8 +249,6 @@ class _Runner:
                 pass  # the leases expire on their own
         if self.fatal is not None:
             raise self.fatal
-        if self.budget_exhausted:
-            self.bstore.skip_pending(self.batch_id, _NOT_STARTED)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -383,7 +382,8 @@ async def acheck_many(
         raise InputError("the budget must be positive")
     if processes < 1:
         raise InputError("processes must be at least 1")
-    if processes > 1 and (not isinstance(claims, (str, os.PathLike)) or not (config is None or isinstance(config, (str, os.PathLike)))):
+    paths = isinstance(claims, (str, os.PathLike)) and (config is None or isinstance(config, (str, os.PathLike)))
+    if processes > 1 and not paths:
         raise InputError("several processes read the claims and the config from files: pass paths, not objects")
     if out is not None:
         output_format(out)
@@ -426,6 +426,10 @@ async def acheck_many(
         async with Helpers(processes - 1, claims, config=config, db=db, batch_id=bid, concurrency=runner.concurrency,
                            max_claim_chars=max_claim_chars, budget_share=share, runner=runner):
             await runner.run()
+        if processes > 1 and not runner.budget_exhausted and bstore.counts(bid).get("pending"):
+            await runner.run()  # claims a helper left (it ran out of its share of the budget, or died)
+        if runner.budget_exhausted and not _helper:  # the helpers are done: what is left cannot be afforded
+            bstore.skip_pending(bid, _NOT_STARTED)
     counts = bstore.counts(bid)
     results = [_from_row(r) for r in bstore.iter_items(bid)]
     if parsed.bad_rows:

@@ -60,15 +60,14 @@ class Helpers:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
         if exc is not None:  # interrupted or failed: stop the helpers too (they give their claims back)
             for p in self.procs:
                 if p.returncode is None:
                     p.send_signal(signal.SIGINT)
         for p in self.procs:
+            # Normally a helper ends by itself once nothing is left it can take (or afford): wait for it.
             try:
-                _, err = await asyncio.wait_for(p.communicate(), timeout=30)
+                _, err = await asyncio.wait_for(p.communicate(), timeout=30 if exc is not None else None)
             except (TimeoutError, asyncio.TimeoutError):
                 p.kill()
                 await p.wait()
@@ -76,6 +75,8 @@ class Helpers:
             if p.returncode not in (0, 130, -signal.SIGINT):
                 last = (err or b"").decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
                 log.warning("a helper process exited with status %s: %s", p.returncode, last[0])
+        if self.poller is not None:
+            self.poller.cancel()
         if self.procs and exc is None:
             self._refresh()
 

@@ -163,3 +163,14 @@ def test_processes_split_the_batch_and_the_budget(scripted, tmp_path: Path) -> N
     owners = {o.split(":")[1] for (o,) in _rows(db, "SELECT DISTINCT finished_by FROM batch_items")}
     assert len(owners) == 2  # both processes checked claims
     assert summary["spent_usd"] == summary["total_cost_usd"] <= 1.0
+    # a budget too small for the batch: split between the processes, never exceeded in total
+    tight = write_jsonl(tmp_path / "tight.jsonl", claims(n, prefix="t"))
+    code, out, err = _finish(_start(["check", str(tight), "-c", str(cfg), "--db", str(db), "-j", "8", "-p", "2",
+                                     "--budget-usd", "0.02", "--json"], tmp_path))
+    assert code == 1, err
+    summary = json.loads(out)
+    assert summary["counts"].get("skipped_budget", 0) > 0 and summary["budget_exhausted"]
+    spent = _rows(db, "SELECT SUM(c.cost_usd) FROM calls c JOIN batch_items i ON i.run_id = c.run_id "
+                      "WHERE i.batch_id = ?", summary["batch_id"])[0][0]
+    assert 0 < spent <= 0.02 and abs(summary["total_cost_usd"] - spent) < 1e-9
+    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]
