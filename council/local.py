@@ -116,21 +116,19 @@ def local_config_tables() -> dict[str, Any]:
     gemma = str(gemma_weights())
     common: dict[str, Any] = {"serve": "llama.cpp", "local": True, "context_window": 4096, "latency_tier": "fast"}
     members = ["smollm2", "gemma3-270m", "smollm2-sampled"]
+    # The chat member and its sampled twin differ only in quality and sampling.
+    smol_member = {**common, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
+                   "provider": "HuggingFaceTB", "answer_style": "sentence", "max_output_tokens": 64,
+                   "extra_body": {"repeat_penalty": 1.2}}
     return {
         "models": {
-            "smollm2": {**common, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
-                        "provider": "HuggingFaceTB", "quality": 20, "answer_style": "sentence",
-                        "max_output_tokens": 64, "params": {"temperature": 0.0, "seed": 1},
-                        "extra_body": {"repeat_penalty": 1.2}},
+            "smollm2": {**smol_member, "quality": 20, "params": {"temperature": 0.0, "seed": 1}},
             "gemma3-270m": {**common, "model": "text-completion-openai/gemma-3-270m", "weights_path": gemma,
                             "provider": "google", "quality": 18, "prompt_style": "completion",
                             "answer_style": "sentence", "max_output_tokens": 32,
                             "params": {"temperature": 0.0, "seed": 1, "stop": ["\n"]},
                             "extra_body": {"repeat_penalty": 1.2}},
-            "smollm2-sampled": {**common, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
-                                "provider": "HuggingFaceTB", "quality": 15, "answer_style": "sentence",
-                                "max_output_tokens": 64, "params": {"temperature": 0.9, "seed": 7},
-                                "extra_body": {"repeat_penalty": 1.2}},
+            "smollm2-sampled": {**smol_member, "quality": 15, "params": {"temperature": 0.9, "seed": 7}},
             "smollm2-judge": {**common, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
                               "provider": "HuggingFaceTB", "quality": 20, "answer_style": "structured",
                               "structured_output": "json_object_schema", "max_output_tokens": 160,
