@@ -88,19 +88,24 @@ class ChatMessage(BaseModel):
     content: str | list[TextPart | ImagePart]
 
 
-class CallResult(BaseModel):
-    """What a successful attempt returned and cost."""
+class _Billed(BaseModel):
+    """What any successful call cost, and who served it: the fields its call record is billed from."""
 
     model_config = ConfigDict(extra="forbid")
-    text: str
-    """The assistant message content."""
     prompt_tokens: int = 0
-    completion_tokens: int = 0
     cost_usd: float = 0.0
     cost_source: CostSource = "unknown"
     model_reported: str | None = None
     request_id: str | None = None
     latency_s: float = Field(default=0.0, ge=0)
+
+
+class CallResult(_Billed):
+    """What a successful chat attempt returned and cost."""
+
+    text: str
+    """The assistant message content."""
+    completion_tokens: int = 0
 
 
 _KEY_PATTERNS = [
@@ -351,17 +356,10 @@ async def acomplete(
 
 
 
-class EmbedResult(BaseModel):
+class EmbedResult(_Billed):
     """Vectors from an embedding model, unit length, and what the call cost."""
 
-    model_config = ConfigDict(extra="forbid")
     vectors: list[list[float]]
-    prompt_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_source: CostSource = "unknown"
-    model_reported: str | None = None
-    request_id: str | None = None
-    latency_s: float = Field(default=0.0, ge=0)
 
 
 async def aembed(entry: ModelEntry, texts: list[str], *, timeout_s: float) -> EmbedResult:
