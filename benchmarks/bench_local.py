@@ -52,7 +52,7 @@ def db_url(db: str | None) -> str:
 
 async def run(claims: list[dict[str, str]], url: str, out: Path | None) -> dict[str, Any]:
     from council import Council
-    from council.local import runtime
+    from council.config.local import runtime
 
     os.environ.pop("COUNCIL_CONFIG", None)  # the point is the built-in local panel
     council = Council(db=url)
@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="JSONL of {claim, label} (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="also write one JSON line per claim here")
     args = ap.parse_args()
-    from council.local import local_available
+    from council.config.local import local_available
 
     if not local_available():
         raise SystemExit("the local extra is not installed: pip install -e '.[local]'")

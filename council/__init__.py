@@ -5,6 +5,20 @@
     result.verdict, result.claims, result.calls, result.total_cost_usd, result.graph
 
 Public names are imported lazily: ``import council`` loads neither litellm nor langgraph.
+
+The package is layered; imports point down only (checked by import-linter's contracts in pyproject.toml):
+
+    cli                      the ``council`` command
+    batch                    batch runs of fact checks (input files, runner, helper processes)
+    pipeline                 typed state, the LangGraph wiring, the ``Council`` API
+    provenance               provenance graph, PROV, traces, drawing, monitoring
+    store                    tables, migrations, the store, the batch queue, resume
+    deliberation             sources, clusters, vote, claims, reconciliation, adjudication, verdict
+    calls                    gateway (the only litellm importer), member calls, budget, prompts, records
+    config                   settings, policies, catalog, qualification, local models
+    errors, ids, _sync       shared by all
+
+``council.testing`` (the scripted OpenAI-compatible server) is beside them and imported by none.
 """
 
 from __future__ import annotations
@@ -15,27 +29,27 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Council": "engine",
-    "RunResult": "engine",
-    "ask": "engine",
-    "check": "engine",
-    "check_many": "batch",
-    "acheck_many": "batch",
-    "BatchReport": "batch",
-    "CouncilConfig": "config",
-    "load_config": "config",
-    "TaskPolicy": "policy",
-    "ModelEntry": "catalog",
-    "CallRecord": "records",
-    "Claim": "answers",
-    "MemberAnswer": "answers",
-    "MemberFailure": "answers",
-    "Verdict": "verdict",
-    "Store": "store",
-    "Panel": "qualify",
-    "qualify": "qualify",
-    "build_graph": "provenance",
-    "export_graph": "provenance",
+    "Council": "pipeline.engine",
+    "RunResult": "pipeline.engine",
+    "ask": "pipeline.engine",
+    "check": "pipeline.engine",
+    "check_many": "batch.runner",
+    "acheck_many": "batch.runner",
+    "BatchReport": "batch.runner",
+    "CouncilConfig": "config.settings",
+    "load_config": "config.settings",
+    "TaskPolicy": "config.policy",
+    "ModelEntry": "config.catalog",
+    "CallRecord": "calls.records",
+    "Claim": "calls.answers",
+    "MemberAnswer": "calls.answers",
+    "MemberFailure": "calls.answers",
+    "Verdict": "deliberation.verdict",
+    "Store": "store.db",
+    "Panel": "config.qualify",
+    "qualify": "config.qualify",
+    "build_graph": "provenance.graph",
+    "export_graph": "provenance.graph",
     "CouncilError": "errors",
     "ConfigError": "errors",
     "InputError": "errors",

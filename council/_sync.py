@@ -35,7 +35,7 @@ def _close_clients(loop: asyncio.AbstractEventLoop) -> None:
     session" warnings; litellm's own exit hook runs on a fresh loop and cannot close them)."""
     import sys
 
-    gateway = sys.modules.get("council.gateway")
+    gateway = sys.modules.get("council.calls.gateway")
     if gateway is None or loop.is_closed() or not loop.is_running():
         return
     try:

@@ -46,7 +46,7 @@ def _errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import CouncilError
+        from council.errors import CouncilError
 
         try:
             return fn(*args, **kwargs)
@@ -61,11 +61,11 @@ def _errors(fn: F) -> F:
 
 
 def _store(db: str | None, config: Path | None = None) -> Any:
-    from .store import Store
+    from council.store.db import Store
 
     url = _db_url(db)
     if url is None and config is not None:
-        from .config import load_config
+        from council.config.settings import load_config
 
         url = load_config(config).database
     return Store(url)
@@ -89,18 +89,18 @@ def ask(
 
 def _council(config: Path | None, db: str | None) -> Any:
     """The Council of a run command; says on stderr when it is the local demonstration panel."""
-    from .engine import Council
+    from council.pipeline.engine import Council
 
     council = Council(config, db=_db_url(db))
     if council.demo:
-        from .local import DEMO_NOTICE
+        from council.config.local import DEMO_NOTICE
 
         typer.echo(DEMO_NOTICE, err=True)
     return council
 
 
 def _sources(paths: list[Path] | None) -> list[Path]:
-    from .errors import InputError
+    from council.errors import InputError
 
     for p in paths or []:
         if not p.is_file():
@@ -108,7 +108,7 @@ def _sources(paths: list[Path] | None) -> list[Path]:
     return list(paths or [])
 
 
-from .batch_cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
+from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
 
 app.command("check")(_check_batch)
 
@@ -176,7 +176,7 @@ def stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
-    from .monitoring import report_table, stats_report
+    from council.provenance.monitoring import report_table, stats_report
 
     report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
     if as_json:
@@ -196,7 +196,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Reprint a past run from the database."""
-    from .engine import RunResult
+    from council.pipeline.engine import RunResult
 
     store = _store(db, config)
     _print_result(RunResult.from_stored(store.load_run(run_id), store), as_json)
@@ -212,8 +212,8 @@ def graph(
     config: ConfigOpt = None,
 ) -> None:
     """Export a run's provenance graph, rebuilt from the database."""
-    from .errors import InputError
-    from .provenance import build_graph, export_graph, to_prov
+    from council.errors import InputError
+    from council.provenance.graph import build_graph, export_graph, to_prov
 
     if fmt not in ("node-link", "graphml", "prov-json"):
         raise InputError(f"unknown --format {fmt!r}: use node-link, graphml or prov-json")
@@ -238,8 +238,8 @@ def graph(
 @_errors
 def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List the model catalog: capabilities, prices, context window, and the policies each qualifies for."""
-    from .engine import Council
-    from .qualify import RequestNeeds, exclusion_reason
+    from council.pipeline.engine import Council
+    from council.config.qualify import RequestNeeds, exclusion_reason
 
     c = Council(config)
     rows = []

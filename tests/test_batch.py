@@ -15,11 +15,11 @@ from sqlalchemy import text
 
 import council
 from conftest import answer, panel_config, ruling
-from council.batch import acheck_many, check_many
-from council.batch_input import read_claims
-from council.budget import Budget
+from council.batch.runner import acheck_many, check_many
+from council.batch.input import read_claims
+from council.calls.budget import Budget
 from council.errors import InputError
-from council.store import Store
+from council.store.db import Store
 
 DISPUTED = "DISPUTED"
 
@@ -291,7 +291,7 @@ def test_leases_are_atomic_and_expired_or_orphaned_ones_are_taken_over(db_url: s
     import sys
     import time
 
-    from council.batch_store import BatchStore, new_owner
+    from council.store.queue import BatchStore, new_owner
 
     bs = BatchStore(Store(db_url))
     batch = read_claims(write_jsonl(tmp_path / "c.jsonl", claims(4)))

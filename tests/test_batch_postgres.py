@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import text
 
 from conftest import to_toml
-from council.batch import check_many
-from council.store import Store
+from council.batch.runner import check_many
+from council.store.db import Store
 from test_batch import DISPUTED, assert_one_record_per_call, batch_config, claims, members_script, write_jsonl
 from test_batch_cli import _finish, _start
 

@@ -7,14 +7,14 @@ import threading
 
 import pytest
 
-from council.budget import Budget
-from council.catalog import ModelEntry, price_of
-from council.members import CallContext, run_chain
-from council.answers import AnswerDraft
-from council.policy import TaskPolicy
-from council.prompts import RenderedPrompt
-from council.qualify import estimate_tokens
-from council.records import CallRecord
+from council.calls.budget import Budget
+from council.config.catalog import ModelEntry, price_of
+from council.calls.members import CallContext, run_chain
+from council.calls.answers import AnswerDraft
+from council.config.policy import TaskPolicy
+from council.calls.prompts import RenderedPrompt
+from council.config.qualify import estimate_tokens
+from council.calls.records import CallRecord
 
 
 def test_a_budget_must_be_positive():

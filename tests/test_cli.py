@@ -25,7 +25,7 @@ from conftest import GREAT_WALL, panel_config, panel_script, to_toml
 from council import Store, build_graph
 from council.testing import ScriptedServer
 
-from council.local import local_available
+from council.config.local import local_available
 
 LOCAL = local_available()
 

@@ -10,9 +10,9 @@ import hashlib
 
 import pytest
 
-from council.answers import Claim
-from council.clusters import cluster_claims, numbers, polarity, strip_negation
-from council.embeddings import LexicalEmbedder, WordLlamaEmbedder
+from council.calls.answers import Claim
+from council.deliberation.clusters import cluster_claims, numbers, polarity, strip_negation
+from council.deliberation.embeddings import LexicalEmbedder, WordLlamaEmbedder
 from council.ids import content_id
 
 WORDLLAMA = WordLlamaEmbedder()

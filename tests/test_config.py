@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from council.catalog import ModelDefaults, ModelEntry, resolve_catalog
-from council.config import CONFIG_ENV, config_from_dict, load_config, shipped_policies
+from council.config.catalog import ModelDefaults, ModelEntry, resolve_catalog
+from council.config.settings import CONFIG_ENV, config_from_dict, load_config, shipped_policies
 from council.errors import ConfigError
-from council.policy import TaskPolicy
+from council.config.policy import TaskPolicy
 
 
 def _models() -> dict:

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from council import gateway
-from council.catalog import ModelEntry
+from council.calls import gateway
+from council.config.catalog import ModelEntry
 from council.errors import (
     CallTimeout,
     ConfigError,
@@ -20,7 +20,7 @@ from council.errors import (
     RateLimited,
     TransientError,
 )
-from council.gateway import ChatMessage, acomplete, missing_key, model_defaults, redact
+from council.calls.gateway import ChatMessage, acomplete, missing_key, model_defaults, redact
 
 MSGS = [ChatMessage(role="system", content="Answer briefly."), ChatMessage(role="user", content="Hello there?")]
 
@@ -194,7 +194,7 @@ async def test_unknown_price_gives_unknown_cost(srv):
 
 
 async def test_extra_params_and_image_messages_reach_the_server(srv):
-    from council.gateway import ImagePart, ImageURL, TextPart
+    from council.calls.gateway import ImagePart, ImageURL, TextPart
 
     msgs = [ChatMessage(role="user", content=[
         TextPart(text="What is in this picture?"),

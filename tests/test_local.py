@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from council import local
+from council.config import local
 
 if not local.local_available():
     pytest.skip(
@@ -81,7 +81,7 @@ def checked(council: Any) -> Any:
 def test_smollm2_weights_are_found_without_importing_the_package() -> None:
     code = (
         "import json, sys\n"
-        "from council.local import smollm2_weights, local_config_tables\n"
+        "from council.config.local import smollm2_weights, local_config_tables\n"
         "p = smollm2_weights()\n"
         "tables = local_config_tables()\n"
         "print(json.dumps({'path': str(p), 'size': p.stat().st_size,\n"
@@ -312,7 +312,7 @@ def test_cli_models_without_config_lists_the_local_models_and_their_weights(tmp_
 _LIFETIME_SCRIPT = """
 import asyncio, json, sys, time
 from council import Council
-from council.local import runtime
+from council.config.local import runtime
 
 c = Council()
 # Started from a short-lived thread, as Council.arun does under asyncio.run: the servers must outlive it.

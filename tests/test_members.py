@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from council import members
-from council.answers import AnswerDraft
-from council.budget import Budget
-from council.catalog import ModelEntry, price_of
-from council.members import CallContext, ChainOutcome, call_id_for, parse_json_text, run_chain
-from council.policy import TaskPolicy
-from council.prompts import RenderedPrompt
-from council.qualify import estimate_tokens
-from council.records import CallRecord
+from council.calls import members
+from council.calls.answers import AnswerDraft
+from council.calls.budget import Budget
+from council.config.catalog import ModelEntry, price_of
+from council.calls.members import CallContext, ChainOutcome, call_id_for, parse_json_text, run_chain
+from council.config.policy import TaskPolicy
+from council.calls.prompts import RenderedPrompt
+from council.config.qualify import estimate_tokens
+from council.calls.records import CallRecord
 
 QUESTION = "Is the Great Wall of China visible from low Earth orbit?"
 GOOD = {"answer": "No.", "claims": [{"text": "It is not visible to the naked eye.", "confidence": 0.9}]}

@@ -20,15 +20,15 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from council import Store
-from council.answers import Claim, MemberAnswer, MemberFailure
-from council.catalog import ModelEntry
-from council.clusters import ClaimCluster
-from council.engine import RunResult
+from council.calls.answers import Claim, MemberAnswer, MemberFailure
+from council.config.catalog import ModelEntry
+from council.deliberation.clusters import ClaimCluster
+from council.pipeline.engine import RunResult
 from council.errors import InputError
-from council.monitoring import ModelStats, model_stats, model_stats_frame, parse_when, percentile, stats_report
-from council.policy import TaskPolicy
-from council.records import CallRecord
-from council.verdict import Verdict
+from council.provenance.monitoring import ModelStats, model_stats, model_stats_frame, parse_when, percentile, stats_report
+from council.config.policy import TaskPolicy
+from council.calls.records import CallRecord
+from council.deliberation.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_HOST = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -6,7 +6,7 @@ import pytest
 
 from council import Council
 from council.errors import InvalidAnswer
-from council.plaintext import sentence_answer
+from council.calls.plaintext import sentence_answer
 
 from conftest import answer, ruling
 
@@ -96,7 +96,7 @@ def test_a_council_mixes_sentence_completion_and_structured_members(scripted, db
 def test_a_sentence_model_cannot_adjudicate(scripted, db_url) -> None:
     config = _sentence_config("http://127.0.0.1:9/v1")
     council = Council(config, db=db_url)
-    from council.qualify import exclusion_reason, RequestNeeds
+    from council.config.qualify import exclusion_reason, RequestNeeds
 
     chatty = next(e for e in council.catalog if e.name == "chatty")
     reason = exclusion_reason(chatty, council.config.policies["adjudication"], RequestNeeds())

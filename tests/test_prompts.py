@@ -13,10 +13,10 @@ import jinja2
 import jinja2.meta
 import pytest
 
-from council import prompts
-from council.answers import AnswerDraft
-from council.resources import data_dir
-from council.verdict import RulingDraft
+from council.calls import prompts
+from council.calls.answers import AnswerDraft
+from council.config.resources import data_dir
+from council.deliberation.verdict import RulingDraft
 
 SCHEMA_ANSWER = json.dumps(AnswerDraft.model_json_schema(), separators=(",", ":"))
 SCHEMA_RULING = json.dumps(RulingDraft.model_json_schema(), separators=(",", ":"))

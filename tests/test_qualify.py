@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from council.catalog import ModelEntry
+from council.config.catalog import ModelEntry
 from council.errors import InputError, QualificationError
-from council.policy import TaskPolicy
-from council.qualify import Panel, RequestNeeds, estimate_tokens, exclusion_reason, qualify
+from council.config.policy import TaskPolicy
+from council.config.qualify import Panel, RequestNeeds, estimate_tokens, exclusion_reason, qualify
 
 
 def m(name: str, quality: float = 50, price_in: float | None = 1.0, price_out: float | None = 2.0,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from council.errors import InputError
-from council.sources import Passage, Source, load_sources, normalize, split_passages, verify_quote
+from council.deliberation.sources import Passage, Source, load_sources, normalize, split_passages, verify_quote
 
 ISS = ("Astronauts aboard the International Space Station report that the Great Wall is not visible "
        "to the naked eye from low Earth orbit.")

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from council import store as store_module
-from council.answers import Citation, Claim, MemberAnswer, MemberFailure
-from council.catalog import ModelEntry
+from council.store import db as store_module
+from council.calls.answers import Citation, Claim, MemberAnswer, MemberFailure
+from council.config.catalog import ModelEntry
 from council.errors import RunNotFound, StoreError
-from council.policy import TaskPolicy
-from council.records import CallRecord
-from council.store import Store
-from council.verdict import FailedMember, Verdict
+from council.config.policy import TaskPolicy
+from council.calls.records import CallRecord
+from council.store.db import Store
+from council.deliberation.verdict import FailedMember, Verdict
 
 from conftest import GREAT_WALL, panel_config, panel_script
 

@@ -18,8 +18,8 @@ import pytest  # noqa: E402
 
 from council import Council, Store  # noqa: E402
 from council.errors import InputError  # noqa: E402
-from council.provenance import ClaimTrace, build_graph, draw, trace_claim  # noqa: E402
-from council.drawing import KIND_COLUMNS, layout  # noqa: E402
+from council.provenance.graph import ClaimTrace, build_graph, draw, trace_claim  # noqa: E402
+from council.provenance.drawing import KIND_COLUMNS, layout  # noqa: E402
 from council.testing.demo import DEMO_SOURCE, GREAT_WALL, demo_panel  # noqa: E402
 
 

@@ -11,10 +11,10 @@ import math
 
 import pytest
 
-from council.answers import Citation, Claim, MemberAnswer
-from council.clusters import ClaimCluster
-from council.policy import TaskPolicy
-from council.vote import (
+from council.calls.answers import Citation, Claim, MemberAnswer
+from council.deliberation.clusters import ClaimCluster
+from council.config.policy import TaskPolicy
+from council.deliberation.vote import (
     best_member,
     effective_accuracy,
     majority_label,

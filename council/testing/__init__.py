@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from council.testing.script import Answer, Fault, ModelScript, Script, load_script
+from .script import Answer, Fault, ModelScript, Script, load_script
 
 if TYPE_CHECKING:
-    from council.testing.server import RequestRecord, ScriptedServer
+    from .server import RequestRecord, ScriptedServer
 
 __all__ = [
     "Answer",
@@ -34,7 +34,7 @@ _LAZY = {"RequestRecord", "ScriptedServer"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from council.testing import server
+        from . import server
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

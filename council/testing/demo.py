@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from council.testing.server import ScriptedServer
+    from .server import ScriptedServer
 
 __all__ = [
     "DEMO_SOURCE",
@@ -240,7 +240,7 @@ def demo_panel(database: str | None = None, *, seed: int = 7) -> tuple[ScriptedS
     directory (removed when the process exits), so a demo never writes into your own store. Stop the
     server with ``srv.stop()``.
     Sets ``LITELLM_LOCAL_MODEL_COST_MAP`` (unless set) so litellm does not fetch its price map."""
-    from council.testing.server import ScriptedServer
+    from .server import ScriptedServer
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     if database is None:

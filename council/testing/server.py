@@ -52,7 +52,7 @@ from typing import Any
 
 from aiohttp import web
 
-from council.testing.script import (
+from .script import (
     FAULT_CONTENT,
     Script,
     load_script,

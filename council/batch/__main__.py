@@ -1,0 +1,5 @@
+import sys
+
+from council.batch.cli import main
+
+sys.exit(main())

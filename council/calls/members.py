@@ -1,0 +1,287 @@
+"""Calling one member (or the adjudicator) down its fallback chain, one call record per attempt.
+
+For each model of the chain, first choice first:
+- skip it (a ``skipped`` record) when its worst-case cost would break the policy's per-call ceiling or the
+  run's budget;
+- call it through the gateway; a transient error (429, 5xx, timeout, connection) is retried on the same
+  model up to ``attempts_per_model`` times, honouring Retry-After, then the next model is tried; a
+  permanent error goes straight to the next model;
+- validate the answer against the schema; an invalid answer is retried ``answer_retries`` times with the
+  validation error shown to the model, then the next model is tried.
+Every attempt, failed or not, is handed to ``sink`` as a CallRecord the moment it ends, and its cost is
+charged to the model that actually served it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from . import gateway
+from .budget import Budget
+from council.config.catalog import ModelEntry, price_of
+from council.errors import InvalidAnswer, ModelCallError, TransientError
+from .gateway import ChatMessage, TextPart, ImagePart
+from council.config.policy import TaskPolicy
+from .prompts import RenderedPrompt
+from council.config.qualify import estimate_tokens
+from .records import CallNode, CallRecord
+
+__all__ = ["CallContext", "ChainOutcome", "call_id_for", "run_chain", "parse_json_text"]
+
+T = TypeVar("T", bound=BaseModel)
+
+_MAX_RETRY_AFTER_S = 30.0
+
+
+def call_id_for(run_id: str, node: str, member_label: str, attempt: int) -> str:
+    """Idempotency key of an attempt: the same attempt of the same run always has the same id."""
+    return hashlib.sha256(f"{run_id}|{node}|{member_label}|{attempt}".encode()).hexdigest()[:20]
+
+
+@dataclass
+class PlainPrompts:
+    """The prompts for models that answer in one sentence (``answer_style = "sentence"``)."""
+
+    sentence: RenderedPrompt
+    """For chat models."""
+    completion: RenderedPrompt
+    """For base models in completion mode."""
+    task: str
+    question: str
+
+
+@dataclass
+class CallContext:
+    """Who is calling, under which policy and prompt, and where records go."""
+
+    run_id: str
+    node: CallNode
+    member_label: str
+    policy: TaskPolicy
+    prompt: RenderedPrompt
+    sink: Callable[[CallRecord], None]
+    budget: Budget | None = None
+    image: ImagePart | None = None
+    plain: PlainPrompts | None = None
+    """Set where sentence-style models may serve (member nodes); None elsewhere (the adjudicator)."""
+    first_attempt: int = 1
+    """Number of the first attempt: a resumed run continues after the attempts it already recorded, so
+    no call id is reused and every real call keeps exactly one record."""
+    on_send: Callable[[CallRecord], None] | None = None
+    """Called with a ``pending`` record just before each request goes out (write-ahead): a process that
+    dies mid-call still leaves the record of the call. The attempt's final record (same call id) replaces
+    it through ``sink``. If it raises, the request is not sent."""
+
+
+@dataclass
+class ChainOutcome(Generic[T]):
+    """The parsed answer and the model that served it, or why the whole chain failed."""
+
+    value: T | None
+    model: ModelEntry | None
+    call_id: str | None
+    raw_text: str | None
+    records: list[CallRecord]
+    error_kind: str | None = None
+    reason: str | None = None
+
+
+def parse_json_text(text: str) -> Any:
+    """Parse a model's JSON answer, tolerating a Markdown code fence or words around the object."""
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        t = t.rstrip()
+        if t.endswith("```"):
+            t = t[:-3]
+    start, end = t.find("{"), t.rfind("}")
+    if start >= 0 and end > start:
+        t = t[start : end + 1]
+    return json.loads(t)
+
+
+def _validate(schema: type[T], text: str) -> T:
+    try:
+        return schema.model_validate(parse_json_text(text))
+    except json.JSONDecodeError as exc:
+        raise InvalidAnswer(f"not valid JSON: {exc.msg} at char {exc.pos}", raw_text=text) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        raise InvalidAnswer(f"does not match the schema: {loc}: {err['msg']}", raw_text=text) from None
+
+
+def _prompt_for(ctx: CallContext, entry: ModelEntry) -> RenderedPrompt | None:
+    """The prompt ``entry`` gets in this context, or None when it cannot serve here."""
+    if entry.answer_style == "structured":
+        return ctx.prompt
+    if ctx.plain is None:
+        return None
+    return ctx.plain.completion if entry.prompt_style == "completion" else ctx.plain.sentence
+
+
+def _messages(prompt: RenderedPrompt, ctx: CallContext, entry: ModelEntry, repair: list[ChatMessage]) -> list[ChatMessage]:
+    system = prompt.system
+    if entry.system_prompt:
+        system = f"{system}\n\n{entry.system_prompt}".strip()
+    user: str | list[TextPart | ImagePart] = prompt.user
+    if ctx.image is not None:
+        user = [TextPart(text=prompt.user), ctx.image]
+    head = [ChatMessage(role="system", content=system)] if system else []
+    return [*head, ChatMessage(role="user", content=user), *repair]
+
+
+def _parse(ctx: CallContext, entry: ModelEntry, schema: type[T], text: str) -> T:
+    if entry.answer_style == "sentence":
+        assert ctx.plain is not None
+        from .plaintext import sentence_answer
+
+        value = sentence_answer(text, task=ctx.plain.task, question=ctx.plain.question,
+                                confidence=entry.stated_confidence)
+        return schema.model_validate(value.model_dump())
+    return _validate(schema, text)
+
+
+def _worst_case(entry: ModelEntry, prompt_tokens: int, max_tokens: int) -> float | None:
+    return price_of(entry, prompt_tokens, max_tokens)
+
+
+async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) -> ChainOutcome[T]:
+    """Walk ``chain`` until one model gives a valid ``schema`` answer; see the module docstring."""
+    policy = ctx.policy
+    records: list[CallRecord] = []
+    attempt = ctx.first_attempt - 1
+    last_kind, last_reason, last_raw = "no_attempt", "no model was tried", None
+    used = ctx.prompt  # the prompt of the model being tried: its template goes on the record
+
+    def emit(entry: ModelEntry, started: datetime, keep: bool = True, **fields: Any) -> CallRecord:
+        rec = CallRecord(
+            call_id=call_id_for(ctx.run_id, ctx.node, ctx.member_label, attempt),
+            run_id=ctx.run_id,
+            node=ctx.node,
+            member_label=ctx.member_label,
+            model_requested=chain[0].name,
+            model=entry.name,
+            provider=entry.provider,
+            policy_name=policy.name,
+            policy_version=policy.version,
+            template_name=used.template_name,
+            template_hash=used.template_hash,
+            attempt=attempt,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            **fields,
+        )
+        if keep:
+            records.append(rec)
+            ctx.sink(rec)
+        return rec
+
+    for entry in chain:
+        prompt = _prompt_for(ctx, entry)
+        if prompt is None:
+            attempt += 1
+            last_kind = "answer_style"
+            last_reason = f"{entry.name}: answers in one sentence, which the {ctx.node} node cannot use"
+            emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
+            continue
+        used = prompt
+        max_tokens = min(policy.max_output_tokens, entry.max_output_tokens or policy.max_output_tokens)
+        worst = _worst_case(entry, estimate_tokens(prompt.system + prompt.user), max_tokens)
+        if policy.max_call_usd is not None and worst is not None and worst > policy.max_call_usd:
+            attempt += 1
+            last_kind = "price_ceiling"
+            last_reason = f"{entry.name}: worst-case cost ${worst:.4f} above the per-call ceiling ${policy.max_call_usd:g}"
+            emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
+            continue
+        repair: list[ChatMessage] = []
+        transient_tries = invalid_tries = 0
+        while True:
+            reservation = None
+            if ctx.budget is not None:
+                reservation = ctx.budget.reserve(worst if worst is not None else 0.0)
+                if reservation is None:
+                    attempt += 1
+                    last_kind = "budget"
+                    last_reason = f"{entry.name}: worst-case cost ${worst or 0:.4f} would exceed the run budget"
+                    emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
+                    break
+            attempt += 1
+            started = datetime.now(UTC)
+            if ctx.on_send is not None:
+                try:
+                    ctx.on_send(emit(entry, started, keep=False, status="pending", cost_source="unknown"))
+                except BaseException:
+                    if reservation is not None:
+                        ctx.budget.settle(reservation, 0.0)  # type: ignore[union-attr]
+                    raise
+            try:
+                result = await gateway.acomplete(
+                    entry,
+                    _messages(prompt, ctx, entry, repair),
+                    max_tokens=max_tokens,
+                    temperature=policy.temperature,
+                    timeout_s=policy.timeout_s,
+                    schema=schema if entry.answer_style == "structured" else None,
+                )
+            except ModelCallError as exc:
+                if reservation is not None:
+                    # A timed-out request may still be billed (its record says cost unknown): keep the
+                    # worst case charged, as for any call of unknown cost.
+                    ctx.budget.settle(reservation, None if exc.kind == "timeout" else 0.0)  # type: ignore[union-attr]
+                last_kind, last_reason = exc.kind, f"{entry.name}: {exc}"
+                emit(
+                    entry, started, status="failed", error_kind=exc.kind, error_message=str(exc),
+                    # A local model never bills, even for a request that timed out.
+                    cost_source="local" if entry.local else ("unknown" if exc.kind == "timeout" else "none"),
+                    latency_s=(datetime.now(UTC) - started).total_seconds(),
+                )
+                if isinstance(exc, TransientError):
+                    transient_tries += 1
+                    if transient_tries < policy.attempts_per_model:
+                        await asyncio.sleep(min(exc.retry_after or 0.5 * transient_tries, _MAX_RETRY_AFTER_S))
+                        continue
+                break
+            if reservation is not None:
+                ctx.budget.settle(reservation, result.cost_usd if result.cost_source != "unknown" else None)  # type: ignore[union-attr]
+            billed = dict(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost_usd=result.cost_usd,
+                cost_source=result.cost_source,
+                latency_s=result.latency_s,
+                request_id=result.request_id,
+                model_reported=result.model_reported,
+            )
+            try:
+                value = _parse(ctx, entry, schema, result.text)
+            except InvalidAnswer as exc:
+                last_kind, last_reason, last_raw = exc.kind, f"{entry.name}: answer {exc}", result.text
+                emit(entry, started, status="invalid", error_kind=exc.kind, error_message=str(exc), **billed)
+                invalid_tries += 1
+                if invalid_tries <= policy.answer_retries:
+                    repair = [
+                        ChatMessage(role="assistant", content=result.text[:4000]),
+                        ChatMessage(
+                            role="user",
+                            content=f"Your reply {exc}. Reply again with only the JSON object for the schema.",
+                        ),
+                    ]
+                    continue
+                break
+            rec = emit(entry, started, status="ok", **billed)
+            return ChainOutcome(value=value, model=entry, call_id=rec.call_id, raw_text=result.text, records=records)
+        if policy.fallback == "none":
+            break
+    return ChainOutcome(
+        value=None, model=None, call_id=None, raw_text=last_raw, records=records,
+        error_kind=last_kind, reason=last_reason,
+    )

@@ -1,0 +1,175 @@
+"""Configuration: the model catalog, policy overrides, database and budget, from one TOML file.
+
+The file is named by ``--config`` or the ``COUNCIL_CONFIG`` environment variable. API keys appear only as
+the *name* of an environment variable (``api_key_env``); a key itself is never read from or written to the
+file, the database, logs or exports.
+
+    database = "sqlite:////path/to/council.db"   # optional; any SQLAlchemy URL
+    budget_usd = 2.0                              # optional ceiling on one run's spend
+
+    [models.gpt4o-mini]
+    model = "openai/gpt-4o-mini"
+    api_key_env = "OPENAI_API_KEY"
+    quality = 70
+
+    [policies.research]                           # override any field of a shipped policy
+    panel_size = 3
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .catalog import ModelEntry
+from council.errors import ConfigError
+from .policy import TaskPolicy
+from .resources import data_dir
+
+__all__ = ["CouncilConfig", "Recipe", "load_config", "load_recipe", "shipped_policies", "CONFIG_ENV"]
+
+CONFIG_ENV = "COUNCIL_CONFIG"
+
+
+class TaskRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    member_policy: str
+    """Policy the members of this task follow."""
+    member_template: str
+    """Prompt template (in prompts/) the members get."""
+    sentence_template: str = "member_sentence.j2"
+    """Prompt template for members that answer in one sentence (small chat models)."""
+    completion_template: str = "member_completion.j2"
+    """Prompt template for members that are base models in completion mode."""
+
+
+class AdjudicationRecipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policy: str
+    """Policy the adjudicator follows."""
+    template: str
+    """Prompt template (in prompts/) the adjudicator gets."""
+    shuffle_members: bool = True
+    """Show members to the adjudicator in an order shuffled per run."""
+
+
+class Recipe(BaseModel):
+    """A deliberation recipe (graphs/council.toml) compiled into the LangGraph graph."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    tasks: dict[str, TaskRecipe]
+    """Task kind (``ask``, ``check``) -> what its members do."""
+    adjudication: AdjudicationRecipe
+
+
+class CouncilConfig(BaseModel):
+    """A loaded configuration: catalog entries (unresolved), all policies, database and budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[ModelEntry] = Field(default_factory=list)
+    """The catalog as configured; resolve it against litellm's map with the gateway."""
+    policies: dict[str, TaskPolicy]
+    """Every policy: the shipped ones with the config's overrides applied."""
+    database: str | None = None
+    """SQLAlchemy URL of the store; None means the default SQLite file."""
+    budget_usd: float | None = Field(default=None, gt=0)
+    """Ceiling on one run's total spend."""
+    embedding: str = "auto"
+    """What clusters claims: ``auto`` (wordllama if installed, else lexical), ``wordllama``, ``lexical``,
+    or the name of an embedding model in [models] (called through litellm, with call records)."""
+    source: str | None = None
+    """Path of the file this config was read from."""
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _first_error(exc: ValidationError, where: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return ConfigError(f"{where}: {loc}: {err['msg']}")
+
+
+def shipped_policies() -> dict[str, dict[str, Any]]:
+    """The raw policy tables of graphs/policies.toml."""
+    raw = _read_toml(data_dir("graphs") / "policies.toml", "policy file")
+    return dict(raw.get("policies", {}))
+
+
+def load_recipe(name: str = "council") -> Recipe:
+    """Load a deliberation recipe from graphs/NAME.toml."""
+    path = data_dir("graphs") / f"{name}.toml"
+    raw = _read_toml(path, "recipe")
+    try:
+        return Recipe.model_validate(raw.get("recipe", {}))
+    except ValidationError as exc:
+        raise _first_error(exc, f"recipe {path}") from None
+
+
+def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilConfig:
+    """Build a config from the parsed TOML tables (also the entry for configs made in Python)."""
+    where = f"config {source}" if source else "config"
+    raw = dict(raw)
+    unknown = set(raw) - {"models", "policies", "database", "budget_usd", "embedding"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    models_raw = raw.get("models", {})
+    if not isinstance(models_raw, dict):
+        raise ConfigError(f"{where}: [models] must be a table of model entries")
+    entries: list[ModelEntry] = []
+    for name, table in models_raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: models.{name} must be a table")
+        try:
+            entries.append(ModelEntry.model_validate({"name": name, **table}))
+        except ValidationError as exc:
+            raise _first_error(exc, f"{where}: models.{name}") from None
+    policies: dict[str, TaskPolicy] = {}
+    overrides = raw.get("policies", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: [policies] must be a table")
+    base = shipped_policies()
+    for name in sorted(set(base) | set(overrides)):
+        if not isinstance(overrides.get(name, {}), dict):
+            raise ConfigError(f"{where}: policies.{name} must be a table")
+        table = {**base.get(name, {}), **overrides.get(name, {})}
+        try:
+            policies[name] = TaskPolicy.model_validate({"name": name, **table})
+        except ValidationError as exc:
+            raise _first_error(exc, f"{where}: policies.{name}") from None
+    try:
+        return CouncilConfig(
+            models=entries,
+            policies=policies,
+            database=raw.get("database"),
+            budget_usd=raw.get("budget_usd"),
+            embedding=raw.get("embedding", "auto"),
+            source=source,
+        )
+    except ValidationError as exc:
+        raise _first_error(exc, where) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> CouncilConfig:
+    """Load the config file named by ``path`` or, when None, by the COUNCIL_CONFIG env var."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(f"no config: pass --config FILE or set {CONFIG_ENV}")
+    p = Path(path).expanduser()
+    return config_from_dict(_read_toml(p, "config file"), source=str(p))

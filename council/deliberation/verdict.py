@@ -1,0 +1,111 @@
+"""The verdict: what the council concluded, on which claims, and how complete the council was."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from council.calls.answers import FactLabel, require_alnum
+
+__all__ = ["ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
+
+
+class ClusterRuling(BaseModel):
+    """The adjudicator's decision on one contested cluster."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cluster: str
+    """The cluster's label in the prompt (``K1``...)."""
+    decision: Literal["accept", "reject", "unresolved"]
+    """Whether the cluster's claim is true (accept), false (reject), or cannot be decided."""
+    rationale: str = ""
+    """Why, citing claim labels (``C3``)."""
+
+
+class RulingDraft(BaseModel):
+    """The adjudicator's structured output. Claims are cited by the anonymous labels of the prompt."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    answer: str = Field(min_length=1)
+    """The reconciled answer."""
+    label: FactLabel | None = None
+    """For a fact check: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    confidence: float = Field(ge=0.0, le=1.0)
+    """The adjudicator's probability that the answer is right."""
+    supported: list[str] = Field(default_factory=list)
+    """Labels of the claims (``C1``...) the answer rests on."""
+    contradicted: list[str] = Field(default_factory=list)
+    """Labels of the claims the answer rejects."""
+    rationale: str = ""
+    """Why, in a few sentences."""
+    rulings: list[ClusterRuling] = Field(default_factory=list)
+    """One ruling per contested cluster shown in the prompt."""
+
+    @field_validator("answer")
+    @classmethod
+    def _has_content(cls, v: str) -> str:
+        return require_alnum(v)
+
+
+class FailedMember(BaseModel):
+    """A member missing from the verdict, and why."""
+
+    member_label: str
+    model: str
+    """The member's first-choice model."""
+    error_kind: str
+    reason: str
+
+
+class Verdict(BaseModel):
+    """The council's conclusion. A degraded council says so; it is never presented as a full one."""
+
+    verdict_id: str
+    run_id: str
+    answer: str
+    """The answer (or, for a fact check, a one-line ruling)."""
+    label: FactLabel | None = None
+    """For a fact check: the label."""
+    confidence: float
+    """Probability the verdict is right, as the deciding step stated it (0 when nothing was decided)."""
+    agreement: float
+    """Share of answering members with at least one claim in the support set."""
+    support: list[str] = Field(default_factory=list)
+    """Claim ids the verdict rests on."""
+    contradicted: list[str] = Field(default_factory=list)
+    """Claim ids the verdict rejects."""
+    rationale: str = ""
+    decided_by: Literal["adjudicator", "vote", "none"]
+    """Which step produced the verdict; ``none`` when no step could."""
+    adjudicator_call_id: str | None = None
+    """The call record of the adjudicator's successful call."""
+    members_total: int
+    members_answered: int
+    quorum: int
+    quorum_met: bool
+    degraded: bool
+    """True when any member failed, the quorum was not met, or the adjudicator failed."""
+    degraded_reasons: list[str] = Field(default_factory=list)
+    failed_members: list[FailedMember] = Field(default_factory=list)
+    needs_human_review: bool = False
+    """The policy asks for human review of this verdict."""
+    clusters_total: int = 0
+    """How many clusters of equivalent claims the members' claims formed."""
+    settled_by_vote: list[str] = Field(default_factory=list)
+    """Cluster ids the weighted vote settled (accepted, rejected, or left uncorroborated)."""
+    settled_by_adjudicator: list[str] = Field(default_factory=list)
+    """Cluster ids the adjudicator ruled on."""
+    unresolved: list[str] = Field(default_factory=list)
+    """Contested cluster ids nobody could settle (adjudicator failed or ruled unresolved)."""
+    vote_posterior: float | None = None
+    """For a fact check: the weighted vote's posterior of its label, before any adjudication."""
+    majority_answer: str | None = None
+    """What a plain, unweighted majority of members said (the label, or the most-supported answer)."""
+    best_member: str | None = None
+    """Label of the member whose model was most reliable so far."""
+    best_member_model: str | None = None
+    best_member_answer: str | None = None
+    """What that best single member said (its label for a fact check)."""

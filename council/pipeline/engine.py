@@ -1,0 +1,257 @@
+"""The public entry points: ``Council`` (async ``aask``/``acheck``, sync ``ask``/``check``) and ``RunResult``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, PrivateAttr
+
+from council._sync import run_sync
+from council.calls.answers import Claim, MemberAnswer, MemberFailure
+from council.config.catalog import ModelEntry
+from council.deliberation.clusters import ClaimCluster
+from council.deliberation.sources import Passage
+from council.config.settings import CONFIG_ENV, CouncilConfig, config_from_dict, load_config, load_recipe
+from council.errors import CouncilError, InputError
+from council.calls.records import CallRecord
+from council.store.db import Store, StoredRun
+from council.deliberation.verdict import Verdict
+
+__all__ = ["Council", "RunResult", "ask", "check"]
+
+_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+Sources = list[str | os.PathLike[str]] | None
+
+
+class RunResult(BaseModel):
+    """Everything a run produced, as typed records; ``.graph`` is its provenance graph."""
+
+    run_id: str
+    task: str
+    question: str
+    created_at: datetime
+    status: str
+    member_policy: str
+    """``name@version`` of the members' policy."""
+    adjudication_policy: str
+    panel: list[dict[str, Any]]
+    """Each seat's label and fallback chain (catalog names, first choice first)."""
+    verdict: Verdict | None
+    clusters: list[ClaimCluster] = []
+    """Groups of equivalent claims across members, with how each was settled."""
+    passages: list[Passage] = []
+    """The numbered passages of the sources given with the question."""
+    answers: list[MemberAnswer]
+    failures: list[MemberFailure]
+    calls: list[CallRecord]
+    total_cost_usd: float
+    _store: Store | None = PrivateAttr(default=None)
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [c for a in self.answers for c in a.claims]
+
+    @property
+    def graph(self) -> Any:
+        """The provenance graph (networkx MultiDiGraph), rebuilt from the store."""
+        from council.provenance.graph import build_graph
+
+        if self._store is None:
+            raise CouncilError("this result is not attached to a store")
+        return build_graph(self._store.load_run(self.run_id))
+
+    def claims_frame(self) -> Any:
+        """Who said what, as a pandas DataFrame (see ``council.frames.claims_frame``)."""
+        from council.store.frames import claims_frame
+
+        return claims_frame(self)
+
+    def calls_frame(self) -> Any:
+        """The run's call records (model, tokens, cost, latency, status) as a pandas DataFrame."""
+        from council.store.frames import calls_frame
+
+        return calls_frame(self.calls)
+
+    @classmethod
+    def from_stored(cls, run: StoredRun, store: Store | None = None) -> RunResult:
+        result = cls(
+            run_id=run.run_id, task=run.task, question=run.question, created_at=run.created_at, status=run.status,
+            member_policy=run.member_policy.ref, adjudication_policy=run.adjudication_policy.ref, panel=run.panel,
+            verdict=run.verdict, clusters=run.clusters, passages=run.passages, answers=run.answers, failures=run.failures, calls=run.calls,
+            total_cost_usd=run.total_cost_usd,
+        )
+        result._store = store
+        return result
+
+
+def _image_part(path: str | os.PathLike[str]) -> Any:
+    from council.calls.gateway import ImagePart, ImageURL
+
+    p = Path(path)
+    mime, _ = mimetypes.guess_type(p.name)
+    if not mime or not mime.startswith("image/"):
+        raise InputError(f"--image {p}: not an image file (expected .png, .jpg, .gif or .webp)")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"--image {p}: cannot read it ({exc.strerror})") from None
+    if not data:
+        raise InputError(f"--image {p}: the file is empty")
+    if len(data) > _MAX_IMAGE_BYTES:
+        raise InputError(f"--image {p}: larger than {_MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    return ImagePart(image_url=ImageURL(url=f"data:{mime};base64,{base64.b64encode(data).decode()}"))
+
+
+class Council:
+    """A configured council: catalog, policies, recipe and store. Reuse one for many questions.
+
+    ``config`` is a CouncilConfig, a path to a TOML file, a dict of the same tables, or None for the
+    file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL) overrides the config's database. ``budget``:
+    a ``Budget`` every run of this council draws from (a batch's), besides the config's per-run budget.
+    """
+
+    def __init__(
+        self,
+        config: CouncilConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
+        *,
+        db: str | None = None,
+        recipe: str = "council",
+        budget: Any = None,
+    ) -> None:
+        self._shared_budget = budget
+        self.demo = False
+        """True when no config was given and the local demonstration panel is used."""
+        if isinstance(config, CouncilConfig):
+            self.config = config
+        elif isinstance(config, dict):
+            self.config = config_from_dict(config)
+        elif config is None and not os.environ.get(CONFIG_ENV):
+            from council.config.local import local_config_tables
+
+            self.config = config_from_dict(local_config_tables(), source="(built-in local demonstration panel)")
+            self.demo = True
+        else:
+            self.config = load_config(config)
+        self.recipe = load_recipe(recipe)
+        self._db = db or self.config.database
+        self._store: Store | None = None
+        self._catalog: list[ModelEntry] | None = None
+        self._graph: Any = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self._db)
+        return self._store
+
+    @property
+    def catalog(self) -> list[ModelEntry]:
+        """The configured models with defaults filled from litellm's model map."""
+        if self._catalog is None:
+            from council.config.catalog import resolve_catalog
+            from council.calls.gateway import model_defaults
+
+            self._catalog = resolve_catalog(self.config.models, model_defaults)
+        return self._catalog
+
+    def _compiled(self) -> Any:
+        if self._graph is None:
+            from council.deliberation.embeddings import choose_embedding
+            from .graph import GraphDeps, build_graph
+
+            catalog = self.catalog
+            if any(e.serve for e in catalog):
+                from council.config.local import runtime
+
+                catalog = self._catalog = runtime().ensure(catalog)
+            self._graph = build_graph(
+                GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
+                          budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
+                          embedding=choose_embedding(self.config.embedding, catalog))
+            )
+        return self._graph
+
+    async def arun(
+        self,
+        question: str,
+        *,
+        task: Literal["ask", "check"] = "ask",
+        image: str | os.PathLike[str] | None = None,
+        sources: Sources = None,
+    ) -> RunResult:
+        """Run the council on ``question``; raises CouncilError subclasses for bad input or config.
+
+        ``sources``: documents given to every member, each a file path or the text itself; they are split
+        into numbered passages, and members' citations are verified against them.
+        """
+        from .graph import RunRequest
+        from council.deliberation.sources import load_sources
+
+        question = (question or "").strip()
+        if not question:
+            raise InputError("the question is empty" if task == "ask" else "the claim is empty")
+        request = RunRequest(
+            run_id=uuid.uuid4().hex, task=task, question=question,
+            image=_image_part(image) if image is not None else None, sources=load_sources(sources),
+            created_at=datetime.now(UTC),
+        )
+        await self._invoke(request)
+        return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
+
+    async def _invoke(self, request: Any) -> dict[str, Any]:
+        """Run the graph on a ``RunRequest``; return its final state (the run is marked failed if it raises)."""
+        # Compiling may start local model servers (seconds): keep the event loop free meanwhile.
+        graph = self._graph or await asyncio.to_thread(self._compiled)
+        try:
+            return await graph.ainvoke({"request": request, "outcomes": []})
+        except BaseException:
+            self._mark_failed(request.run_id)
+            raise
+
+    def _mark_failed(self, run_id: str) -> None:
+        from council.errors import RunNotFound, StoreError
+
+        from council.store.resume import interrupt_pending
+
+        try:
+            # A call in flight when the run stopped was sent: its pending record stays, as interrupted.
+            interrupt_pending(self.store, run_id)
+            self.store.finish_run(run_id, None, "failed")
+        except (RunNotFound, StoreError):
+            pass  # the run never opened (bad input), or the store itself is what failed
+
+    async def aask(self, question: str, *, image: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
+        """Ask the council a research question."""
+        return await self.arun(question, task="ask", image=image, sources=sources)
+
+    async def acheck(self, claim: str, *, sources: Sources = None) -> RunResult:
+        """Fact-check one claim: the verdict carries SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+        return await self.arun(claim, task="check", sources=sources)
+
+    def ask(self, question: str, *, image: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
+        return run_sync(self.aask(question, image=image, sources=sources))
+
+    def check(self, claim: str, *, sources: Sources = None) -> RunResult:
+        return run_sync(self.acheck(claim, sources=sources))
+
+    def feedback(self, run_id: str, label: str, note: str = "") -> None:
+        """Record the true label of a fact-check run; models' reliabilities learn from it."""
+        self.store.add_feedback(run_id, label, note)
+
+
+def ask(question: str, *, config: Any = None, db: str | None = None, image: str | None = None,
+        sources: Sources = None) -> RunResult:
+    """One-shot: build a Council from ``config`` and ask it ``question`` (sync)."""
+    return Council(config, db=db).ask(question, image=image, sources=sources)
+
+
+def check(claim: str, *, config: Any = None, db: str | None = None, sources: Sources = None) -> RunResult:
+    """One-shot: build a Council from ``config`` and fact-check ``claim`` (sync)."""
+    return Council(config, db=db).check(claim, sources=sources)

@@ -1,0 +1,494 @@
+"""The store: every run, call record, answer, claim, failure and verdict, in SQL through sqlmodel.
+
+SQLite file by default (``default_db_url()``, in the user data directory; override with ``--db`` or
+``COUNCIL_DB``); any SQLAlchemy URL works, PostgreSQL included. The schema grows by small named migrations
+recorded in ``council_migrations``. The provenance graph is rebuilt from what is stored here, so a run
+from yesterday can be inspected as well as one in memory. No API key is ever stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from council.calls.answers import Citation, Claim, MemberAnswer, MemberFailure
+from council.config.catalog import ModelEntry
+from council.deliberation.clusters import ClaimCluster
+from council.deliberation.sources import Passage, Source
+from council.errors import RunNotFound, StoreError
+from council.config.policy import TaskPolicy
+from council.calls.records import CallRecord
+from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, upsert as _upsert
+from .tables import (
+    MIGRATIONS,
+    AnswerRow,
+    CallRow,
+    ClaimRow,
+    ClusterRow,
+    FailureRow,
+    FeedbackRow,
+    MigrationRow,
+    PassageRow,
+    PolicyRow,
+    RunModelRow,
+    RunRow,
+    SourceRow,
+    VerdictRow,
+)
+from council.deliberation.verdict import Verdict
+from council.deliberation.vote import Reliability
+
+__all__ = ["DB_ENV", "RunSummary", "Store", "StoredRun", "default_db_url"]
+
+DB_ENV = "COUNCIL_DB"
+
+
+def default_db_url() -> str:
+    """``COUNCIL_DB`` if set, else a SQLite file in the user data directory."""
+    env = os.environ.get(DB_ENV)
+    if env:
+        return env if "://" in env else f"sqlite:///{Path(env).expanduser().resolve()}"
+    import platformdirs
+
+    path = Path(platformdirs.user_data_dir("council", appauthor=False)) / "council.db"
+    return f"sqlite:///{path}"
+
+
+def _with_driver(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg 3 (a dependency), not SQLAlchemy's default psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunSummary(BaseModel):
+    """One line of ``council runs``."""
+
+    run_id: str
+    created_at: datetime
+    task: str
+    question: str
+    status: str
+    verdict: str | None
+    degraded: bool | None
+    total_cost_usd: float
+
+
+class StoredRun(BaseModel):
+    """Everything stored of one run: what the provenance graph and ``council show`` are built from."""
+
+    run_id: str
+    created_at: datetime
+    finished_at: datetime | None
+    task: str
+    question: str
+    status: str
+    recipe: str
+    member_policy: TaskPolicy
+    adjudication_policy: TaskPolicy
+    panel: list[dict[str, Any]]
+    models: list[ModelEntry]
+    calls: list[CallRecord]
+    answers: list[MemberAnswer]
+    failures: list[MemberFailure]
+    verdict: Verdict | None
+    total_cost_usd: float
+    clusters: list[ClaimCluster] = []
+    sources: list[Source] = []
+    """The run's source documents (text is kept in their passages, not repeated here)."""
+    passages: list[Passage] = []
+    feedback_label: str | None = None
+    """A human's ground-truth label, if one was given with ``council feedback``."""
+
+
+class Store:
+    """A council database. Create one per URL and share it; it is safe to use from one event loop."""
+
+    reliability_ttl_s: float = 0.0
+    """Reuse learned reliabilities computed less than this many seconds ago (0: always recompute). A batch
+    sets it: the aggregate reads every stored answer, and thousands of councils need not each redo it."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = _with_driver(url or default_db_url())
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            folder = Path(self.url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open database {self.url}: cannot create {folder}: {exc.strerror or exc}") from None
+        try:
+            args: dict[str, Any] = {"timeout": 30} if self.url.startswith("sqlite") else {}
+            self.engine: Engine = create_engine(self.url, connect_args=args)
+            if self.url.startswith("sqlite"):
+                from sqlalchemy import event
+
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            self.migrate()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
+        except ModuleNotFoundError as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: driver missing ({exc.name})") from None
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<invalid database URL>"
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations in order; return the names applied."""
+        applied: list[str] = []
+        with self.engine.begin() as conn:
+            # Several processes may open a new database at once (a batch of `council` commands): take the
+            # write lock first, or both create the tables and one fails with "table ... already exists".
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7262301)")
+            MigrationRow.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+            done = {r[0] for r in conn.execute(text("SELECT name FROM council_migrations"))}
+            for name, fn in MIGRATIONS:
+                if name in done:
+                    continue
+                fn(conn)
+                conn.execute(
+                    text("INSERT INTO council_migrations (name, applied_at) VALUES (:n, :t)"),
+                    {"n": name, "t": _now()},
+                )
+                applied.append(name)
+        return applied
+
+    def _write(self, *rows: SQLModel | tuple[type[SQLModel], dict[str, Any]]) -> None:
+        """Upsert ``rows`` in one transaction: insert each, or replace the row with its primary key. A row
+        is a table object, or (table class, column values) for the hot paths (building a SQLModel object
+        only to read its values back costs more than the write itself)."""
+        by_table: dict[Any, tuple[type[SQLModel], dict[tuple[Any, ...], dict[str, Any]]]] = {}
+        for row in rows:
+            if isinstance(row, tuple):
+                model, given = row
+                values = {**_defaults(model), **given}
+            else:
+                model = type(row)
+                values = {c.name: getattr(row, c.name) for c in model.__table__.columns}  # type: ignore[attr-defined]
+            table = model.__table__  # type: ignore[attr-defined]
+            keyed = by_table.setdefault(table, (model, {}))[1]
+            keyed[tuple(values[c.name] for c in table.primary_key.columns)] = values
+        try:
+            with self.engine.begin() as conn:
+                for table, (model, keyed) in by_table.items():
+                    stmt = _upsert(conn.dialect.name, table)
+                    if stmt is not None:
+                        conn.execute(stmt, list(keyed.values()))
+                        continue
+                    with Session(bind=conn) as s:  # databases without ON CONFLICT: the ORM's merge
+                        for values in keyed.values():
+                            s.merge(model(**values))
+                        s.flush()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
+
+    # writes -------------------------------------------------------------------------------------
+    def start_run(
+        self,
+        *,
+        run_id: str,
+        task: str,
+        question: str,
+        recipe: str,
+        member_policy: TaskPolicy,
+        adjudication_policy: TaskPolicy,
+        panel: list[dict[str, Any]],
+        models: list[ModelEntry],
+        created_at: datetime,
+        sources: list[Source] | None = None,
+        passages: list[Passage] | None = None,
+    ) -> None:
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            (RunRow, dict(
+                run_id=run_id, created_at=created_at, task=task, question=question, recipe=recipe,
+                member_policy=member_policy.ref, adjudication_policy=adjudication_policy.ref,
+                panel_json=json.dumps(panel),
+            ))
+        ]
+        written = self.__dict__.setdefault("_policies_written", set())  # a policy version never changes
+        for p in {member_policy.ref: member_policy, adjudication_policy.ref: adjudication_policy}.values():
+            if p.ref not in written:
+                rows.append((PolicyRow, dict(ref=p.ref, name=p.name, version=p.version, body_json=p.model_dump_json())))
+        for m in models:
+            rows.append((RunModelRow, dict(run_id=run_id, name=m.name, body_json=m.model_dump_json())))
+        for src in sources or []:
+            rows.append((SourceRow, dict(run_id=run_id, source_id=src.source_id, title=src.title)))
+        for p in passages or []:
+            rows.append((PassageRow, dict(run_id=run_id, passage_id=p.passage_id, source_id=p.source_id,
+                                          position=p.position, key=p.key, text=p.text)))
+        self._write(*rows)
+        written.update({member_policy.ref, adjudication_policy.ref})
+
+    def add_call_intent(self, record: CallRecord) -> None:
+        """Write the ``pending`` record of an attempt about to be sent (write-ahead). It never replaces a
+        record: a call id already stored means another process is running the same run, and the request
+        must not be sent (StoreError)."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(CallRow.__table__.insert(), [record.model_dump()])  # type: ignore[attr-defined]
+        except IntegrityError:
+            raise StoreError(f"call {record.call_id} of run {record.run_id} is already recorded: "
+                             "is another process running the same run?") from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
+
+    def add_call(self, record: CallRecord) -> None:
+        """Write one call record (idempotent on ``call_id``)."""
+        self._write((CallRow, record.model_dump()))
+
+    def add_answer(self, answer: MemberAnswer) -> None:
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            (AnswerRow, answer.model_dump(include={"answer_id", "run_id", "member_label", "model", "call_id", "answer",
+                                                   "label", "raw_text", "confidence"}))
+        ]
+        rows += [self._claim_row(c, i) for i, c in enumerate(answer.claims)]
+        self._write(*rows)
+
+    @staticmethod
+    def _claim_row(c: Claim, position: int) -> tuple[type[SQLModel], dict[str, Any]]:
+        return (ClaimRow, dict(
+            claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
+            model=c.model, position=position, text=c.text, confidence=c.confidence,
+            citations_json=json.dumps([x.model_dump() for x in c.citations]), cluster_id=c.cluster_id,
+        ))
+
+    def add_reconciliation(self, run_id: str, answers: list[MemberAnswer], clusters: list[ClaimCluster]) -> None:
+        """Store the clusters, and each claim's cluster and verified citations."""
+        rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
+            self._claim_row(c, i) for a in answers for i, c in enumerate(a.claims)]
+        rows += [
+            (ClusterRow, dict(cluster_id=k.cluster_id, run_id=run_id, label=k.label, status=k.status,
+                              settled_by=k.settled_by, support=k.support, body_json=k.model_dump_json()))
+            for k in clusters
+        ]
+        self._write(*rows)
+
+    def add_feedback(self, run_id: str, label: str, note: str = "") -> None:
+        """Record a human's ground-truth label for a fact-check run (replaces an earlier one)."""
+        from council.errors import InputError
+
+        if label not in ("SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"):
+            raise InputError(f"feedback label {label!r} must be SUPPORTED, REFUTED or NOT_ENOUGH_INFO")
+        run_id = self.resolve_run_id(run_id)
+        with Session(self.engine) as s:
+            run = s.get(RunRow, run_id)
+        if run is not None and run.task != "check":
+            raise InputError(f"run {run_id} is a question, not a fact check: feedback takes the true label of a fact check")
+        self._write(FeedbackRow(run_id=run_id, label=label, note=note, created_at=_now()))
+        self.__dict__.pop("_reliability_cache", None)
+
+    def reliabilities(
+        self, prior: float, prior_weight: float, task: str = "check", min_feedback: int = 20
+    ) -> dict[str, Reliability]:
+        """Every model's learned reliability for ``task``.
+
+        Fact checks (``check``): agreement of the model's labels with the true label. Human feedback is
+        the truth where given; for runs without it, the council's own verdict stands in. Agreement with
+        one's own verdicts is self-referential (two members that err together confirm each other), so a
+        model with at least ``min_feedback`` human-labelled judgements is judged on those alone.
+        Questions (``ask``): agreement of the model's claims with the clusters the council accepted or
+        rejected. Smoothed toward ``prior`` with the weight of ``prior_weight`` judgements.
+        """
+        agree_case = "SUM(CASE WHEN a.label = {truth} THEN 1 ELSE 0 END), COUNT(*)"
+        supervised = text(
+            f"SELECT a.model, {agree_case.format(truth='f.label')} "
+            "FROM answers a JOIN feedback f ON f.run_id = a.run_id JOIN runs r ON r.run_id = a.run_id "
+            "WHERE r.task = 'check' AND a.label IN ('SUPPORTED', 'REFUTED') "
+            "AND f.label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
+        )
+        unsupervised = text(
+            f"SELECT a.model, {agree_case.format(truth='r.verdict_label')} "
+            "FROM answers a JOIN runs r ON r.run_id = a.run_id LEFT JOIN feedback f ON f.run_id = a.run_id "
+            "WHERE r.task = 'check' AND f.run_id IS NULL AND a.label IN ('SUPPORTED', 'REFUTED') "
+            "AND r.verdict_label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
+        )
+        claims = text(
+            "SELECT c.model, SUM(CASE WHEN k.status = 'accepted' THEN 1 ELSE 0 END), COUNT(*) "
+            "FROM claims c JOIN clusters k ON k.cluster_id = c.cluster_id JOIN runs r ON r.run_id = c.run_id "
+            "WHERE r.task = 'ask' AND k.status IN ('accepted', 'rejected') GROUP BY c.model"
+        )
+
+        def fetch(sql: Any) -> dict[str, tuple[int, int]]:
+            with self.engine.connect() as conn:
+                return {m: (int(a or 0), int(t or 0)) for m, a, t in conn.execute(sql)}
+
+        counts: dict[str, tuple[int, int]] = {}
+        cache = self.__dict__.setdefault("_reliability_cache", {})
+        hit = cache.get((task, min_feedback)) if self.reliability_ttl_s > 0 else None
+        if hit is not None and time.monotonic() - hit[0] < self.reliability_ttl_s:
+            counts = hit[1]
+        elif task == "check":
+            sup, unsup = fetch(supervised), fetch(unsupervised)
+            for m in set(sup) | set(unsup):
+                s, u = sup.get(m, (0, 0)), unsup.get(m, (0, 0))
+                counts[m] = s if s[1] >= min_feedback else (s[0] + u[0], s[1] + u[1])
+        else:
+            counts = fetch(claims)
+        if self.reliability_ttl_s > 0 and counts is not (hit or (0, None))[1]:
+            cache[(task, min_feedback)] = (time.monotonic(), counts)
+        return {
+            m: Reliability(model=m, agree=a, total=t, value=(a + prior * prior_weight) / (t + prior_weight))
+            for m, (a, t) in counts.items()
+            if t + prior_weight > 0
+        }
+
+    def add_failure(self, failure: MemberFailure) -> None:
+        self._write(
+            FailureRow(
+                run_id=failure.run_id, member_label=failure.member_label, model_requested=failure.model_requested,
+                error_kind=failure.error_kind, reason=failure.reason, call_ids_json=json.dumps(failure.call_ids),
+                raw_text=failure.raw_text,
+            )
+        )
+
+    def finish_run(self, run_id: str, verdict: Verdict | None, status: str) -> float:
+        """Store the verdict, mark the run finished, and return its total cost (sum of call records)."""
+        from sqlalchemy import func, update
+        from sqlalchemy import select as core_select
+
+        runs, calls = RunRow.__table__, CallRow.__table__  # type: ignore[attr-defined]
+        try:
+            with self.engine.begin() as conn:
+                total = float(conn.execute(core_select(func.coalesce(func.sum(calls.c.cost_usd), 0.0))
+                                           .where(calls.c.run_id == run_id)).scalar_one())
+                values: dict[str, Any] = {"status": status, "finished_at": _now(), "total_cost_usd": total}
+                if verdict is not None:
+                    row = {"verdict_id": verdict.verdict_id, "run_id": run_id, "body_json": verdict.model_dump_json()}
+                    verdicts = VerdictRow.__table__  # type: ignore[attr-defined]
+                    stmt = _upsert(conn.dialect.name, verdicts)
+                    if stmt is None:
+                        conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
+                        stmt = verdicts.insert()
+                    conn.execute(stmt, [row])
+                    values.update(verdict_label=verdict.label, verdict_answer=verdict.answer, degraded=verdict.degraded)
+                if not conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)).rowcount:
+                    raise RunNotFound(f"no run {run_id}")  # leaving the block rolls the verdict back
+                return total
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
+
+    # reads --------------------------------------------------------------------------------------
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with ``prefix``."""
+        with Session(self.engine) as s:
+            ids = list(s.exec(select(RunRow.run_id).where(col(RunRow.run_id).startswith(prefix, autoescape=True)).limit(2)))
+        if not ids:
+            raise RunNotFound(f"no run with id {prefix!r} in {self.safe_url}")
+        if len(ids) > 1:
+            raise RunNotFound(f"run id {prefix!r} is ambiguous: give more characters")
+        return ids[0]
+
+    def runs_frame(self, since: Any = None, until: Any = None, limit: int | None = None) -> Any:
+        """Runs started in [since, until) as a pandas DataFrame, oldest first (``limit``: the newest
+        ``limit``). ``since``/``until``: datetime, date, ISO string or an age like ``7d`` (see
+        ``council.store.windows.parse_when``)."""
+        from .frames import runs_frame
+        from .windows import load_runs
+
+        return runs_frame(load_runs(self, since, until, limit))
+
+    def calls_frame(self, since: Any = None, model: str | None = None, until: Any = None) -> Any:
+        """Call records of the runs started in [since, until) as a pandas DataFrame; ``model`` keeps the
+        calls sent to that model or made for a seat whose first choice it was."""
+        from .frames import calls_frame
+        from .windows import load_calls
+
+        return calls_frame(load_calls(self, since, until, model))
+
+    def list_runs(self, limit: int = 20) -> list[RunSummary]:
+        with Session(self.engine) as s:
+            rows = s.exec(select(RunRow).order_by(col(RunRow.created_at).desc()).limit(limit)).all()
+        return [
+            RunSummary(
+                run_id=r.run_id, created_at=r.created_at, task=r.task, question=r.question, status=r.status,
+                verdict=r.verdict_label or r.verdict_answer, degraded=r.degraded, total_cost_usd=r.total_cost_usd,
+            )
+            for r in rows
+        ]
+
+    def load_run(self, run_id: str) -> StoredRun:
+        """Everything stored of a run (``run_id`` may be a unique prefix)."""
+        run_id = self.resolve_run_id(run_id)
+        with Session(self.engine) as s:
+            run = s.get(RunRow, run_id)
+            assert run is not None
+            mp = s.get(PolicyRow, run.member_policy)
+            ap = s.get(PolicyRow, run.adjudication_policy)
+            models = s.exec(select(RunModelRow).where(RunModelRow.run_id == run_id)).all()
+            calls = s.exec(select(CallRow).where(CallRow.run_id == run_id).order_by(CallRow.started_at)).all()
+            answers = s.exec(select(AnswerRow).where(AnswerRow.run_id == run_id).order_by(AnswerRow.member_label)).all()
+            claims = s.exec(select(ClaimRow).where(ClaimRow.run_id == run_id).order_by(ClaimRow.position)).all()
+            failures = s.exec(select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.member_label)).all()
+            verdict = s.exec(select(VerdictRow).where(VerdictRow.run_id == run_id)).first()
+            clusters = s.exec(select(ClusterRow).where(ClusterRow.run_id == run_id).order_by(ClusterRow.label)).all()
+            sources = s.exec(select(SourceRow).where(SourceRow.run_id == run_id)).all()
+            passages = s.exec(select(PassageRow).where(PassageRow.run_id == run_id)).all()
+            feedback = s.get(FeedbackRow, run_id)
+        if mp is None or ap is None:
+            raise StoreError(f"run {run_id} refers to a policy missing from the store")
+        by_answer: dict[str, list[Claim]] = {}
+        for c in claims:
+            by_answer.setdefault(c.answer_id, []).append(
+                Claim(
+                    claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
+                    model=c.model, text=c.text, confidence=c.confidence,
+                    citations=[Citation(**x) for x in json.loads(c.citations_json)], cluster_id=c.cluster_id,
+                )
+            )
+        return StoredRun(
+            run_id=run.run_id, created_at=run.created_at, finished_at=run.finished_at, task=run.task,
+            question=run.question, status=run.status, recipe=run.recipe,
+            member_policy=TaskPolicy.model_validate_json(mp.body_json),
+            adjudication_policy=TaskPolicy.model_validate_json(ap.body_json),
+            panel=json.loads(run.panel_json),
+            models=[ModelEntry.model_validate_json(m.body_json) for m in models],
+            calls=[CallRecord.model_validate(c.model_dump()) for c in calls],
+            answers=[
+                MemberAnswer(
+                    answer_id=a.answer_id, run_id=a.run_id, member_label=a.member_label, model=a.model,
+                    call_id=a.call_id, answer=a.answer, label=a.label, raw_text=a.raw_text,  # type: ignore[arg-type]
+                    confidence=a.confidence,
+                    claims=by_answer.get(a.answer_id, []),
+                )
+                for a in answers
+            ],
+            failures=[
+                MemberFailure(
+                    run_id=f.run_id, member_label=f.member_label, model_requested=f.model_requested,
+                    error_kind=f.error_kind, reason=f.reason, call_ids=json.loads(f.call_ids_json), raw_text=f.raw_text,
+                )
+                for f in failures
+            ],
+            verdict=Verdict.model_validate_json(verdict.body_json) if verdict else None,
+            total_cost_usd=run.total_cost_usd,
+            clusters=sorted((ClaimCluster.model_validate_json(k.body_json) for k in clusters), key=lambda k: int(k.label[1:])),
+            sources=[Source(source_id=x.source_id, title=x.title, text="") for x in sources],
+            passages=sorted((Passage(passage_id=p.passage_id, source_id=p.source_id, position=p.position, key=p.key,
+                                     text=p.text) for p in passages), key=lambda p: int(p.passage_id[1:])),
+            feedback_label=feedback.label if feedback else None,
+        )
