@@ -9,7 +9,6 @@ import socket
 
 import pytest
 
-from council.calls import gateway
 from council.config.catalog import ModelEntry
 from council.errors import (
     CallTimeout,

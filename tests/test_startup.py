@@ -13,9 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-import council
 
 HEAVY = ("litellm", "langgraph", "sqlmodel", "networkx")
 

@@ -221,7 +221,7 @@ class _Runner:
 
     async def run(self) -> None:
         # Compile once before the workers start (it may start local model servers).
-        await asyncio.to_thread(self.council._compiled)
+        await self.council.prepare()
         heartbeat = asyncio.create_task(self._heartbeat())
         workers: list[asyncio.Task[None]] = []
         try:
@@ -297,8 +297,8 @@ class _Runner:
         self._notify()
 
     async def _run_item(self, item: Any) -> tuple[ItemResult, dict[str, Any]]:
-        from council.pipeline.graph import RunRequest
         from council.deliberation.sources import load_sources
+        from council.pipeline.graph import RunRequest
 
         try:
             sources = load_sources([*item.sources, *([item.context] if item.context else [])])
@@ -307,7 +307,7 @@ class _Runner:
         request = RunRequest(run_id=item.run_id, task="check", question=item.claim, sources=sources,
                              created_at=datetime.now(UTC), resume=item.resume)
         try:
-            state = await self.council._invoke(request)
+            outcome = await self.council.arun_request(request)
         except (ConfigError, StoreError):
             raise
         except InputError as exc:
@@ -317,13 +317,10 @@ class _Runner:
         except Exception as exc:  # a bug must cost one claim, not the batch
             log.exception("line %s: the council raised", item.line)
             return self._result(item, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
-        verdict, rec, adj = state["verdict"], state["reconciliation"], state.get("adjudication")
-        out_of_budget = any(f.error_kind == "budget" for f in rec.failures) or (
-            adj is not None and adj.ruling is None and adj.error_kind == "budget")
-        contested = bool(verdict.unresolved) or bool(rec.needs_adjudicator and (adj is None or adj.ruling is None))
+        verdict = outcome.verdict
         fields = dict(label=verdict.label, confidence=verdict.confidence, agreement=verdict.agreement,
-                      degraded=verdict.degraded, contested=contested)
-        if out_of_budget:
+                      degraded=verdict.degraded, contested=outcome.contested)
+        if outcome.out_of_budget:
             return self._result(item, "skipped_budget", error=_BUDGET_OUT, **fields)
         if verdict.decided_by == "none":
             return self._result(item, "failed", error=verdict.answer, **fields)

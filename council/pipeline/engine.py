@@ -9,7 +9,7 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, PrivateAttr
 
@@ -24,10 +24,39 @@ from council.calls.records import CallRecord
 from council.store.db import Store, StoredRun
 from council.deliberation.verdict import Verdict
 
-__all__ = ["Council", "RunResult", "ask", "check"]
+if TYPE_CHECKING:
+    from .graph import RunRequest
+
+__all__ = ["Council", "RunOutcome", "RunResult", "ask", "check"]
 
 _MAX_IMAGE_BYTES = 20 * 1024 * 1024
 Sources = list[str | os.PathLike[str]] | None
+
+
+class RunOutcome(BaseModel):
+    """How one run ended, taken from the pipeline's final state (no store reads): what a caller running
+    many requests needs to decide what to do next. ``council.Council.arun_request`` returns it."""
+
+    run_id: str
+    verdict: Verdict
+    failures: list[MemberFailure] = []
+    """Members that gave no answer, and why."""
+    contested: bool
+    """Something stayed contested: a cluster is unresolved, or the adjudicator was needed and gave no
+    ruling."""
+    out_of_budget: bool
+    """A member or the adjudicator was stopped by a budget ceiling (the run's or a shared one)."""
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunOutcome:
+        """Read the outcome off the graph's final state (``verdict``, ``reconciliation``, ``adjudication``)."""
+        verdict, rec, adj = state["verdict"], state["reconciliation"], state.get("adjudication")
+        no_ruling = adj is None or adj.ruling is None
+        out_of_budget = any(f.error_kind == "budget" for f in rec.failures) or (
+            adj is not None and adj.ruling is None and adj.error_kind == "budget")
+        return cls(run_id=verdict.run_id, verdict=verdict, failures=list(rec.failures),
+                   contested=bool(verdict.unresolved) or bool(rec.needs_adjudicator and no_ruling),
+                   out_of_budget=out_of_budget)
 
 
 class RunResult(BaseModel):
@@ -194,6 +223,7 @@ class Council:
         from .graph import RunRequest
         from council.deliberation.sources import load_sources
 
+
         question = (question or "").strip()
         if not question:
             raise InputError("the question is empty" if task == "ask" else "the claim is empty")
@@ -202,18 +232,28 @@ class Council:
             image=_image_part(image) if image is not None else None, sources=load_sources(sources),
             created_at=datetime.now(UTC),
         )
-        await self._invoke(request)
+        await self.arun_request(request)
         return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
 
-    async def _invoke(self, request: Any) -> dict[str, Any]:
-        """Run the graph on a ``RunRequest``; return its final state (the run is marked failed if it raises)."""
-        # Compiling may start local model servers (seconds): keep the event loop free meanwhile.
-        graph = self._graph or await asyncio.to_thread(self._compiled)
+    async def prepare(self) -> None:
+        """Compile the graph (which may start local model servers) before the first request; running a
+        request does it otherwise. Safe to call more than once."""
+        if self._graph is None:
+            # Compiling may start local model servers (seconds): keep the event loop free meanwhile.
+            await asyncio.to_thread(self._compiled)
+
+    async def arun_request(self, request: RunRequest) -> RunOutcome:
+        """Run one ``RunRequest`` (its run id chosen by the caller, so a rerun resumes the same run) and
+        return its typed outcome straight from the pipeline, without reading the run back from the store.
+        Raises CouncilError subclasses for bad input or config; the run is marked failed if anything
+        raises."""
+        await self.prepare()
         try:
-            return await graph.ainvoke({"request": request, "outcomes": []})
+            state = await self._graph.ainvoke({"request": request, "outcomes": []})
         except BaseException:
             self._mark_failed(request.run_id)
             raise
+        return RunOutcome.from_state(state)
 
     def _mark_failed(self, run_id: str) -> None:
         from council.errors import RunNotFound, StoreError

@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from council.errors import InputError
 from council.calls.records import CallRecord
@@ -219,7 +218,7 @@ def _load_window(store: Store, since: datetime | None, until: datetime | None) -
     def joined(row: Any) -> Any:
         return _in_window(select(row).join(RunRow, col(RunRow.run_id) == col(row.run_id)), since, until)
 
-    with Session(store.engine) as s:
+    with store.session() as s:
         runs = list(s.exec(_in_window(select(RunRow), since, until).order_by(col(RunRow.created_at))).all())
         calls = s.exec(joined(CallRow).order_by(col(CallRow.started_at), col(CallRow.call_id))).all()
         answers = list(s.exec(joined(AnswerRow)).all())

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
@@ -27,7 +29,7 @@ from council.deliberation.sources import Passage, Source
 from council.errors import RunNotFound, StoreError
 from council.config.policy import TaskPolicy
 from council.calls.records import CallRecord
-from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, upsert as _upsert
+from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, store_errors, upsert as _upsert
 from .tables import (
     MIGRATIONS,
     AnswerRow,
@@ -153,6 +155,25 @@ class Store:
         except Exception:
             return "<invalid database URL>"
 
+    @contextmanager
+    def begin(self, action: str = "write to") -> Iterator[Connection]:
+        """A connection in a transaction (committed when the block ends); SQLAlchemy errors become
+        ``StoreError("cannot <action> <url>: ...")``."""
+        with store_errors(action, self.safe_url), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def connect(self, action: str = "read from") -> Iterator[Connection]:
+        """A connection for reads; SQLAlchemy errors become ``StoreError``."""
+        with store_errors(action, self.safe_url), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def session(self, action: str = "read from") -> Iterator[Session]:
+        """An ORM session for reads; SQLAlchemy errors become ``StoreError``."""
+        with store_errors(action, self.safe_url), Session(self.engine) as s:
+            yield s
+
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; return the names applied."""
         applied: list[str] = []
@@ -191,19 +212,16 @@ class Store:
             table = model.__table__  # type: ignore[attr-defined]
             keyed = by_table.setdefault(table, (model, {}))[1]
             keyed[tuple(values[c.name] for c in table.primary_key.columns)] = values
-        try:
-            with self.engine.begin() as conn:
-                for table, (model, keyed) in by_table.items():
-                    stmt = _upsert(conn.dialect.name, table)
-                    if stmt is not None:
-                        conn.execute(stmt, list(keyed.values()))
-                        continue
-                    with Session(bind=conn) as s:  # databases without ON CONFLICT: the ORM's merge
-                        for values in keyed.values():
-                            s.merge(model(**values))
-                        s.flush()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
+        with self.begin() as conn:
+            for table, (model, keyed) in by_table.items():
+                stmt = _upsert(conn.dialect.name, table)
+                if stmt is not None:
+                    conn.execute(stmt, list(keyed.values()))
+                    continue
+                with Session(bind=conn) as s:  # databases without ON CONFLICT: the ORM's merge
+                    for values in keyed.values():
+                        s.merge(model(**values))
+                    s.flush()
 
     # writes -------------------------------------------------------------------------------------
     def start_run(
@@ -249,13 +267,13 @@ class Store:
         from sqlalchemy.exc import IntegrityError
 
         try:
-            with self.engine.begin() as conn:
+            with self.begin() as conn:
                 conn.execute(CallRow.__table__.insert(), [record.model_dump()])  # type: ignore[attr-defined]
-        except IntegrityError:
-            raise StoreError(f"call {record.call_id} of run {record.run_id} is already recorded: "
-                             "is another process running the same run?") from None
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
+        except StoreError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                raise StoreError(f"call {record.call_id} of run {record.run_id} is already recorded: "
+                                 "is another process running the same run?") from None
+            raise
 
     def add_call(self, record: CallRecord) -> None:
         """Write one call record (idempotent on ``call_id``)."""
@@ -295,7 +313,7 @@ class Store:
         if label not in ("SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"):
             raise InputError(f"feedback label {label!r} must be SUPPORTED, REFUTED or NOT_ENOUGH_INFO")
         run_id = self.resolve_run_id(run_id)
-        with Session(self.engine) as s:
+        with self.session() as s:
             run = s.get(RunRow, run_id)
         if run is not None and run.task != "check":
             raise InputError(f"run {run_id} is a question, not a fact check: feedback takes the true label of a fact check")
@@ -334,7 +352,7 @@ class Store:
         )
 
         def fetch(sql: Any) -> dict[str, tuple[int, int]]:
-            with self.engine.connect() as conn:
+            with self.connect() as conn:
                 return {m: (int(a or 0), int(t or 0)) for m, a, t in conn.execute(sql)}
 
         counts: dict[str, tuple[int, int]] = {}
@@ -372,30 +390,27 @@ class Store:
         from sqlalchemy import select as core_select
 
         runs, calls = RunRow.__table__, CallRow.__table__  # type: ignore[attr-defined]
-        try:
-            with self.engine.begin() as conn:
-                total = float(conn.execute(core_select(func.coalesce(func.sum(calls.c.cost_usd), 0.0))
-                                           .where(calls.c.run_id == run_id)).scalar_one())
-                values: dict[str, Any] = {"status": status, "finished_at": _now(), "total_cost_usd": total}
-                if verdict is not None:
-                    row = {"verdict_id": verdict.verdict_id, "run_id": run_id, "body_json": verdict.model_dump_json()}
-                    verdicts = VerdictRow.__table__  # type: ignore[attr-defined]
-                    stmt = _upsert(conn.dialect.name, verdicts)
-                    if stmt is None:
-                        conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
-                        stmt = verdicts.insert()
-                    conn.execute(stmt, [row])
-                    values.update(verdict_label=verdict.label, verdict_answer=verdict.answer, degraded=verdict.degraded)
-                if not conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)).rowcount:
-                    raise RunNotFound(f"no run {run_id}")  # leaving the block rolls the verdict back
-                return total
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write to {self.safe_url}: {type(exc).__name__}") from exc
+        with self.begin() as conn:
+            total = float(conn.execute(core_select(func.coalesce(func.sum(calls.c.cost_usd), 0.0))
+                                       .where(calls.c.run_id == run_id)).scalar_one())
+            values: dict[str, Any] = {"status": status, "finished_at": _now(), "total_cost_usd": total}
+            if verdict is not None:
+                row = {"verdict_id": verdict.verdict_id, "run_id": run_id, "body_json": verdict.model_dump_json()}
+                verdicts = VerdictRow.__table__  # type: ignore[attr-defined]
+                stmt = _upsert(conn.dialect.name, verdicts)
+                if stmt is None:
+                    conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
+                    stmt = verdicts.insert()
+                conn.execute(stmt, [row])
+                values.update(verdict_label=verdict.label, verdict_answer=verdict.answer, degraded=verdict.degraded)
+            if not conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)).rowcount:
+                raise RunNotFound(f"no run {run_id}")  # leaving the block rolls the verdict back
+            return total
 
     # reads --------------------------------------------------------------------------------------
     def resolve_run_id(self, prefix: str) -> str:
         """The full id of the one run whose id starts with ``prefix``."""
-        with Session(self.engine) as s:
+        with self.session() as s:
             ids = list(s.exec(select(RunRow.run_id).where(col(RunRow.run_id).startswith(prefix, autoescape=True)).limit(2)))
         if not ids:
             raise RunNotFound(f"no run with id {prefix!r} in {self.safe_url}")
@@ -421,7 +436,7 @@ class Store:
         return calls_frame(load_calls(self, since, until, model))
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
-        with Session(self.engine) as s:
+        with self.session() as s:
             rows = s.exec(select(RunRow).order_by(col(RunRow.created_at).desc()).limit(limit)).all()
         return [
             RunSummary(
@@ -434,7 +449,7 @@ class Store:
     def load_run(self, run_id: str) -> StoredRun:
         """Everything stored of a run (``run_id`` may be a unique prefix)."""
         run_id = self.resolve_run_id(run_id)
-        with Session(self.engine) as s:
+        with self.session() as s:
             run = s.get(RunRow, run_id)
             assert run is not None
             mp = s.get(PolicyRow, run.member_policy)

@@ -25,12 +25,11 @@ from typing import Any
 from functools import cached_property, lru_cache
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
 from pydantic import BaseModel
 
+from .sql import insert_or_ignore
 from .tables import BatchItemRow, BatchRow, CallRow, RunRow
-from council.errors import StoreError
 
 __all__ = ["BatchItemRow", "BatchRow", "BatchStore", "ClaimItem", "FINAL_STATUSES", "LeasedItem", "new_owner", "run_id_for"]
 
@@ -122,19 +121,13 @@ class BatchStore:
         self.engine = store.engine
         self.t = BatchItemRow.__table__  # type: ignore[attr-defined]
 
-    def _fail(self, exc: SQLAlchemyError) -> StoreError:
-        return StoreError(f"batch bookkeeping failed on {self.store.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else ''}")
 
     def _insert_ignore(self, conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        name = conn.dialect.name
-        if name in ("sqlite", "postgresql"):
-            if name == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            conn.execute(insert(table).on_conflict_do_nothing(), rows)
+        stmt = insert_or_ignore(conn.dialect.name, table)
+        if stmt is not None:
+            conn.execute(stmt, rows)
             return
         pk = [c.name for c in table.primary_key.columns]
         for row in rows:  # other databases: one existence check per row
@@ -146,56 +139,47 @@ class BatchStore:
     def register(self, batch_id: str, task: str, source: str, items: list[ClaimItem]) -> None:
         """Record the batch and its items; items already recorded keep their status (idempotent)."""
         now = _now()
-        try:
-            with self.engine.begin() as conn:
-                self._insert_ignore(conn, BatchRow.__table__, [  # type: ignore[attr-defined]
-                    {"batch_id": batch_id, "task": task, "source": source, "created_at": now}])
-                for i in range(0, len(items), _CHUNK):
-                    self._insert_ignore(conn, self.t, [
-                        {"batch_id": batch_id, "item_key": it.key, "line": it.line, "claim_id": it.claim_id,
-                         "claim": it.claim, "context": it.context, "sources_json": json.dumps(it.sources),
-                         "status": "pending", "tries": 0, "leases": 0, "run_id": run_id_for(batch_id, it.key, 0),
-                         "prior_cost_usd": 0.0, "updated_at": now}
-                        for it in items[i : i + _CHUNK]
-                    ])
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            self._insert_ignore(conn, BatchRow.__table__, [  # type: ignore[attr-defined]
+                {"batch_id": batch_id, "task": task, "source": source, "created_at": now}])
+            for i in range(0, len(items), _CHUNK):
+                self._insert_ignore(conn, self.t, [
+                    {"batch_id": batch_id, "item_key": it.key, "line": it.line, "claim_id": it.claim_id,
+                     "claim": it.claim, "context": it.context, "sources_json": json.dumps(it.sources),
+                     "status": "pending", "tries": 0, "leases": 0, "run_id": run_id_for(batch_id, it.key, 0),
+                     "prior_cost_usd": 0.0, "updated_at": now}
+                    for it in items[i : i + _CHUNK]
+                ])
 
     def prepare_rerun(self, batch_id: str, retry_failed: bool) -> None:
         """Make skipped claims pending again (and failed ones, with a fresh run, if asked)."""
         t = self.t
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.status == "skipped_budget")
-                             .values(status="pending", error=None, updated_at=_now()))
-                if retry_failed:
-                    rows = conn.execute(select(t.c.item_key, t.c.tries, t.c.cost_usd, t.c.prior_cost_usd)
-                                        .where(t.c.batch_id == batch_id, t.c.status == "failed")).all()
-                    for key, tries, cost, prior in rows:
-                        conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.item_key == key).values(
-                            status="pending", tries=tries + 1, leases=0, run_id=run_id_for(batch_id, key, tries + 1),
-                            prior_cost_usd=(prior or 0.0) + (cost or 0.0), cost_usd=None, error=None,
-                            label=None, confidence=None, agreement=None, degraded=None, contested=None,
-                            updated_at=_now()))
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.status == "skipped_budget")
+                         .values(status="pending", error=None, updated_at=_now()))
+            if retry_failed:
+                rows = conn.execute(select(t.c.item_key, t.c.tries, t.c.cost_usd, t.c.prior_cost_usd)
+                                    .where(t.c.batch_id == batch_id, t.c.status == "failed")).all()
+                for key, tries, cost, prior in rows:
+                    conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.item_key == key).values(
+                        status="pending", tries=tries + 1, leases=0, run_id=run_id_for(batch_id, key, tries + 1),
+                        prior_cost_usd=(prior or 0.0) + (cost or 0.0), cost_usd=None, error=None,
+                        label=None, confidence=None, agreement=None, degraded=None, contested=None,
+                        updated_at=_now()))
 
     def reclaim(self, batch_id: str) -> int:
         """Put back to ``pending`` the items whose lease expired or whose owner died; return how many."""
         t = self.t
-        try:
-            with self.engine.begin() as conn:
-                owners = [o for (o,) in conn.execute(select(t.c.lease_owner).distinct().where(
-                    t.c.batch_id == batch_id, t.c.status == "running")) if o]
-                dead = [o for o in owners if _process_gone(o)]
-                cond = t.c.lease_until < _now()
-                if dead:
-                    cond = cond | t.c.lease_owner.in_(dead)
-                res = conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.status == "running", cond)
-                                   .values(status="pending", lease_owner=None, lease_until=None, updated_at=_now()))
-                return res.rowcount or 0
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            owners = [o for (o,) in conn.execute(select(t.c.lease_owner).distinct().where(
+                t.c.batch_id == batch_id, t.c.status == "running")) if o]
+            dead = [o for o in owners if _process_gone(o)]
+            cond = t.c.lease_until < _now()
+            if dead:
+                cond = cond | t.c.lease_owner.in_(dead)
+            res = conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.status == "running", cond)
+                               .values(status="pending", lease_owner=None, lease_until=None, updated_at=_now()))
+            return res.rowcount or 0
 
     # the queue ------------------------------------------------------------------------------------
     @cached_property
@@ -214,11 +198,8 @@ class BatchStore:
         """Atomically take the first pending item, or None when there is none."""
         now = _now()
         params = {"b": batch_id, "owner": owner, "until": now + timedelta(seconds=lease_s), "now": now}
-        try:
-            with self.engine.begin() as conn:
-                row = conn.execute(self._lease_stmt, params).first()
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            row = conn.execute(self._lease_stmt, params).first()
         if row is None:
             return None
         return LeasedItem(key=row.item_key, line=row.line, claim_id=row.claim_id, claim=row.claim, context=row.context,
@@ -227,22 +208,16 @@ class BatchStore:
 
     def renew(self, batch_id: str, owner: str, lease_s: float) -> None:
         t = self.t
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.lease_owner == owner, t.c.status == "running")
-                             .values(lease_until=_now() + timedelta(seconds=lease_s)))
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.lease_owner == owner, t.c.status == "running")
+                         .values(lease_until=_now() + timedelta(seconds=lease_s)))
 
     def finish(self, batch_id: str, key: str, owner: str, *, run_cost: bool, **values: Any) -> tuple[bool, float | None]:
         """Record how an item ended (``run_cost``: its cost is its run's total); return whether this
         process still held the lease, and the cost recorded."""
         params = {"b": batch_id, "key": key, "owner": owner, "now": _now(), **{f"v_{k}": v for k, v in values.items()}}
-        try:
-            with self.engine.begin() as conn:
-                row = conn.execute(self._finish_stmt(run_cost, tuple(sorted(values))), params).first()
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            row = conn.execute(self._finish_stmt(run_cost, tuple(sorted(values))), params).first()
         return (row is not None), (row.cost_usd if row is not None else None)
 
     @lru_cache(maxsize=8)  # noqa: B019  (one BatchStore per batch invocation)
@@ -261,46 +236,34 @@ class BatchStore:
     def release(self, batch_id: str, owner: str) -> None:
         """Give back every item this owner still holds (it was interrupted)."""
         t = self.t
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.lease_owner == owner, t.c.status == "running")
-                             .values(status="pending", lease_owner=None, lease_until=None, updated_at=_now()))
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.lease_owner == owner, t.c.status == "running")
+                         .values(status="pending", lease_owner=None, lease_until=None, updated_at=_now()))
 
     def skip_pending(self, batch_id: str, reason: str) -> int:
         t = self.t
-        try:
-            with self.engine.begin() as conn:
-                res = conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.status == "pending")
-                                   .values(status="skipped_budget", error=reason, updated_at=_now()))
-                return res.rowcount or 0
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.begin() as conn:
+            res = conn.execute(update(t).where(t.c.batch_id == batch_id, t.c.status == "pending")
+                               .values(status="skipped_budget", error=reason, updated_at=_now()))
+            return res.rowcount or 0
 
     # reads ----------------------------------------------------------------------------------------
     def spent_usd(self, batch_id: str) -> float:
         """What the batch's runs have cost so far: the sum of their call records (and earlier tries)."""
         t, c = self.t, CallRow.__table__  # type: ignore[attr-defined]
-        try:
-            with self.engine.connect() as conn:
-                prior = conn.execute(select(func.coalesce(func.sum(t.c.prior_cost_usd), 0.0))
-                                     .where(t.c.batch_id == batch_id)).scalar_one()
-                calls = conn.execute(select(func.coalesce(func.sum(c.c.cost_usd), 0.0))
-                                     .select_from(c.join(t, c.c.run_id == t.c.run_id))
-                                     .where(t.c.batch_id == batch_id)).scalar_one()
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.connect() as conn:
+            prior = conn.execute(select(func.coalesce(func.sum(t.c.prior_cost_usd), 0.0))
+                                 .where(t.c.batch_id == batch_id)).scalar_one()
+            calls = conn.execute(select(func.coalesce(func.sum(c.c.cost_usd), 0.0))
+                                 .select_from(c.join(t, c.c.run_id == t.c.run_id))
+                                 .where(t.c.batch_id == batch_id)).scalar_one()
         return float(prior or 0.0) + float(calls or 0.0)
 
     def counts(self, batch_id: str) -> dict[str, int]:
         t = self.t
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(select(t.c.status, func.count()).where(t.c.batch_id == batch_id).group_by(t.c.status)).all()
-                contested = conn.execute(select(func.count()).where(t.c.batch_id == batch_id, t.c.contested.is_(True))).scalar_one()
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
+        with self.store.connect() as conn:
+            rows = conn.execute(select(t.c.status, func.count()).where(t.c.batch_id == batch_id).group_by(t.c.status)).all()
+            contested = conn.execute(select(func.count()).where(t.c.batch_id == batch_id, t.c.contested.is_(True))).scalar_one()
         out = {status: int(n) for status, n in rows}
         out["contested"] = int(contested)
         return out
@@ -310,12 +273,9 @@ class BatchStore:
         t = self.t
         last = -1
         while True:
-            try:
-                with self.engine.connect() as conn:
-                    rows = conn.execute(select(t).where(t.c.batch_id == batch_id, t.c.line > last)
-                                        .order_by(t.c.line).limit(page)).all()
-            except SQLAlchemyError as exc:
-                raise self._fail(exc) from exc
+            with self.store.connect() as conn:
+                rows = conn.execute(select(t).where(t.c.batch_id == batch_id, t.c.line > last)
+                                    .order_by(t.c.line).limit(page)).all()
             if not rows:
                 return
             yield from rows

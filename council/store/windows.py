@@ -7,7 +7,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from council.calls.records import CallRecord
 from council.errors import InputError
@@ -66,7 +66,7 @@ def _in_window(stmt: Any, since: datetime | None, until: datetime | None) -> Any
 def load_runs(store: Store, since: When = None, until: When = None, limit: int | None = None) -> list[RunRow]:
     """The runs started in the window, oldest first (``limit``: the newest ``limit`` of them)."""
     lo, hi = parse_when(since), parse_when(until)
-    with Session(store.engine) as s:
+    with store.session() as s:
         stmt = _in_window(select(RunRow), lo, hi)
         if limit is not None:
             rows = list(s.exec(stmt.order_by(col(RunRow.created_at).desc()).limit(limit)).all())
@@ -78,7 +78,7 @@ def load_calls(store: Store, since: When = None, until: When = None, model: str 
     """Call records of the runs started in the window, in order of start; ``model`` keeps the calls sent
     to that model or made for a seat whose first choice it was."""
     lo, hi = parse_when(since), parse_when(until)
-    with Session(store.engine) as s:
+    with store.session() as s:
         stmt = _in_window(select(CallRow).join(RunRow, col(RunRow.run_id) == col(CallRow.run_id)), lo, hi)
         if model is not None:
             stmt = stmt.where((col(CallRow.model) == model) | (col(CallRow.model_requested) == model))
