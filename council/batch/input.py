@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from council.store.queue import ClaimItem
 from council.errors import InputError
+from council.ids import content_id
 
 __all__ = ["BadRow", "BatchInput", "ClaimItem", "DEFAULT_MAX_CLAIM_CHARS", "read_claims"]
 
@@ -58,7 +59,7 @@ class BatchInput(BaseModel):
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+    return content_id(*parts, sep="\x1f")
 
 
 class _Collector:

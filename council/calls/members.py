@@ -15,7 +15,6 @@ charged to the model that actually served it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .gateway import ChatMessage, TextPart, ImagePart
 from council.config.policy import TaskPolicy
 from .prompts import RenderedPrompt
 from council.config.qualify import estimate_tokens
+from council.ids import content_id
 from .records import CallNode, CallRecord
 
 __all__ = ["CallContext", "ChainOutcome", "call_id_for", "run_chain", "parse_json_text"]
@@ -43,7 +43,7 @@ _MAX_RETRY_AFTER_S = 30.0
 
 def call_id_for(run_id: str, node: str, member_label: str, attempt: int) -> str:
     """Idempotency key of an attempt: the same attempt of the same run always has the same id."""
-    return hashlib.sha256(f"{run_id}|{node}|{member_label}|{attempt}".encode()).hexdigest()[:20]
+    return content_id(run_id, node, member_label, str(attempt), length=20)
 
 
 @dataclass

@@ -6,7 +6,6 @@ so a record says exactly which prompt produced it.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import lru_cache
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from council.config.resources import data_dir
+from council.ids import content_id
 
 __all__ = ["RenderedPrompt", "render", "schema_text", "template_names"]
 
@@ -60,7 +60,7 @@ def template_names() -> list[str]:
 @lru_cache(maxsize=64)
 def _hash(name: str) -> str:
     source = (data_dir("prompts") / name).read_bytes()
-    return hashlib.sha256(source).hexdigest()[:12]
+    return content_id(source, length=12)
 
 
 @lru_cache(maxsize=64)

@@ -7,11 +7,13 @@ version is a hash of its content, so every call record names exactly the rules t
 
 from __future__ import annotations
 
-import hashlib
 import json
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from council.ids import content_id
 
 __all__ = ["Capability", "LatencyTier", "TaskPolicy", "LATENCY_ORDER"]
 
@@ -84,11 +86,12 @@ class TaskPolicy(BaseModel):
     """With at least this many human-labelled judgements (``council feedback``), a model's reliability is
     learned from those alone, not from agreement with the council's own verdicts."""
 
-    @property
+    @cached_property
     def version(self) -> str:
-        """Content hash of the policy: the same rules always give the same version."""
+        """Content hash of the policy: the same rules always give the same version (computed once: the
+        policy is frozen, and every call record names it)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return content_id(blob, length=12)
 
     @property
     def ref(self) -> str:

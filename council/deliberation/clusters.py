@@ -11,13 +11,13 @@ claim ids, so they are stable, never list positions.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from council.calls.answers import Claim
+from council.ids import content_id
 from .embeddings import SIMILARITY_THRESHOLDS, Embedder
 from .negation import polarity, strip_negation
 
@@ -99,7 +99,7 @@ def cluster_claims(claims: list[Claim], embedder: Embedder, threshold: float | N
         best = max(comp, key=lambda i: (claims[i].confidence, -i))
         clusters.append(
             ClaimCluster(
-                cluster_id=hashlib.sha256("|".join(ids).encode()).hexdigest()[:16],
+                cluster_id=content_id(*ids),
                 label=f"K{k + 1}",
                 claim_ids=[claims[i].claim_id for i in comp],
                 member_labels=sorted({claims[i].member_label for i in comp}),

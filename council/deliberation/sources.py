@@ -7,7 +7,6 @@ folded to ASCII): a quote that was altered, or that stands in another passage, i
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import unicodedata
@@ -16,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from council.errors import InputError
+from council.ids import content_id
 
 __all__ = ["Passage", "Source", "load_sources", "normalize", "split_passages", "verify_quote"]
 
@@ -72,7 +72,7 @@ def load_sources(items: list[str | os.PathLike[str]] | None) -> list[Source]:
             raise InputError(f"source {item}: no such file")
         if not text.strip():
             raise InputError(f"source {title} is empty")
-        out.append(Source(source_id=hashlib.sha256(text.encode()).hexdigest()[:16], title=title, text=text))
+        out.append(Source(source_id=content_id(text), title=title, text=text))
     return out
 
 
@@ -99,7 +99,7 @@ def split_passages(sources: list[Source], max_chars: int = _MAX_PASSAGE_CHARS) -
                 chunks.append(current)
         for pos, chunk in enumerate(chunks):
             n = len(passages) + 1
-            key = hashlib.sha256(f"{src.source_id}|{pos}|{chunk}".encode()).hexdigest()[:16]
+            key = content_id(src.source_id, str(pos), chunk)
             passages.append(Passage(passage_id=f"S{n}", source_id=src.source_id, position=pos, text=chunk, key=key))
     return passages
 

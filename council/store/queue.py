@@ -28,6 +28,8 @@ from sqlalchemy import bindparam, func, select, update
 
 from pydantic import BaseModel
 
+from council.ids import content_id
+
 from .sql import insert_or_ignore
 from .tables import BatchItemRow, BatchRow, CallRow, RunRow
 
@@ -59,9 +61,7 @@ class ClaimItem(BaseModel):
 
 
 def run_id_for(batch_id: str, key: str, tries: int) -> str:
-    import hashlib
-
-    return hashlib.sha256(f"batch|{batch_id}|{key}|{tries}".encode()).hexdigest()[:32]
+    return content_id("batch", batch_id, key, str(tries), length=32)
 
 
 def _host() -> str:
