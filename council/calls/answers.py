@@ -6,13 +6,17 @@ from typing import Literal
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
+from sqlmodel import AutoString, Field, SQLModel
 
 __all__ = [
     "AnswerDraft",
     "Citation",
     "Claim",
     "ClaimDraft",
+    "ClaimFields",
+    "FailureFields",
+    "AnswerFields",
     "FactLabel",
     "MemberAnswer",
     "MemberFailure",
@@ -84,12 +88,12 @@ class AnswerDraft(BaseModel):
         return require_alnum(v)
 
 
-class Claim(BaseModel):
-    """A recorded claim, with a stable id and the member and model that made it."""
+class ClaimFields(SQLModel):
+    """The fields a recorded claim shares with its row in the store's ``claims`` table (``ClaimRow``)."""
 
-    claim_id: str
+    claim_id: str = Field(primary_key=True)
     """Content hash of run, member and text: stable across rebuilds."""
-    run_id: str
+    run_id: str = Field(index=True)
     answer_id: str
     """The answer the claim was stated in."""
     member_label: str
@@ -97,45 +101,61 @@ class Claim(BaseModel):
     """Catalog name of the model that served the answer."""
     text: str
     confidence: float
-    citations: list[Citation] = Field(default_factory=list)
-    cluster_id: str | None = None
+    cluster_id: str | None = Field(default=None, index=True)
     """The cluster of equivalent claims this claim was grouped into."""
 
 
-class MemberAnswer(BaseModel):
-    """A member's valid answer and the call that produced it."""
+class Claim(ClaimFields):
+    """A recorded claim, with a stable id and the member and model that made it."""
 
-    answer_id: str
-    run_id: str
+    citations: list[Citation] = Field(default_factory=list)
+    """What the member cited, each with whether council could verify the quote."""
+
+
+class AnswerFields(SQLModel):
+    """The fields a member's answer shares with its row in the store's ``answers`` table (``AnswerRow``)."""
+
+    answer_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
     member_label: str
     model: str
     """Catalog name of the model that served (after any fallback)."""
     call_id: str
     """The call record of the successful attempt."""
     answer: str
-    label: FactLabel | None = None
-    confidence: float | None = None
-    """The member's stated probability that its answer is right, if it gave one."""
-    claims: list[Claim]
+    label: FactLabel | None = Field(default=None, sa_type=AutoString)
     raw_text: str
     """The model's text exactly as received."""
+    confidence: float | None = None
+    """The member's stated probability that its answer is right, if it gave one."""
 
 
-class MemberFailure(BaseModel):
-    """A member that produced no valid answer after its whole fallback chain."""
+class MemberAnswer(AnswerFields):
+    """A member's valid answer and the call that produced it."""
 
-    run_id: str
-    member_label: str
+    claims: list[Claim]
+
+
+class FailureFields(SQLModel):
+    """The fields a member failure shares with its row in the store's ``member_failures`` table."""
+
+    run_id: str = Field(primary_key=True)
+    member_label: str = Field(primary_key=True)
     model_requested: str
     """The member's first-choice model."""
     error_kind: str
     """Kind of the last error (``rate_limit``, ``timeout``, ``invalid_answer``, ``price_ceiling``, ...)."""
     reason: str
     """One line saying why the member failed."""
-    call_ids: list[str] = Field(default_factory=list)
-    """Every call record of the member's attempts."""
     raw_text: str | None = None
     """The last invalid answer text, kept for inspection."""
+
+
+class MemberFailure(FailureFields):
+    """A member that produced no valid answer after its whole fallback chain."""
+
+    call_ids: list[str] = Field(default_factory=list)
+    """Every call record of the member's attempts."""
 
 
 class MemberOutcome(BaseModel):

@@ -9,31 +9,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
+from sqlmodel import AutoString, Field, SQLModel
 
-__all__ = ["CallRecord", "CallStatus", "CostSource", "CallNode"]
+__all__ = ["CallRecord", "CallRecordFields", "CallStatus", "CostSource", "CallNode"]
 
 CallStatus = Literal["ok", "failed", "invalid", "skipped", "pending", "interrupted"]
 CostSource = Literal["provider", "catalog", "local", "unknown", "none"]
 CallNode = Literal["member", "adjudicate", "cluster"]
 
 
-class CallRecord(BaseModel):
-    """One attempt at a model call and what it cost."""
+class CallRecordFields(SQLModel):
+    """The fields of a call record, declared once: the ``CallRecord`` contract and the store's ``calls``
+    table (``council.store.tables.CallRow``) both derive from this class. Storage hints (primary key,
+    indexes, the SQL type of literal fields) ride along in ``Field``; pydantic ignores them."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    call_id: str
+    call_id: str = Field(primary_key=True)
     """Idempotency key of the attempt: a hash of run, node, member, attempt number and model."""
-    run_id: str
+    run_id: str = Field(index=True)
     """The run the call belongs to."""
-    node: CallNode
+    node: CallNode = Field(sa_type=AutoString)
     """Graph node that made the call."""
     member_label: str
     """Panel label of the member (``A``, ``B``, ...) or ``adjudicator``."""
     model_requested: str
     """Catalog name of the member's first choice."""
-    model: str
+    model: str = Field(index=True)
     """Catalog name of the model this attempt was sent to (after fallback): the one charged."""
     model_reported: str | None = None
     """Model name the provider reported in its response."""
@@ -49,7 +50,7 @@ class CallRecord(BaseModel):
     """Content hash of that template."""
     attempt: int
     """1-based attempt number within this member's calls (all models of its chain together)."""
-    status: CallStatus
+    status: CallStatus = Field(sa_type=AutoString)
     """``ok``; ``failed`` (provider error or timeout); ``invalid`` (answered, not valid output); ``skipped``
     (not sent: its worst-case cost would break the policy's per-call ceiling or the run's budget);
     ``pending`` (written just before the request is sent, replaced by the attempt's final record);
@@ -65,7 +66,7 @@ class CallRecord(BaseModel):
     """Completion tokens billed."""
     cost_usd: float = 0.0
     """Cost of this attempt in USD."""
-    cost_source: CostSource = "none"
+    cost_source: CostSource = Field(default="none", sa_type=AutoString)
     """Where ``cost_usd`` comes from: provider-reported, catalog price, local (0), unknown, or none
     (no request reached the provider)."""
     latency_s: float = 0.0
@@ -76,3 +77,9 @@ class CallRecord(BaseModel):
     """When the attempt started (UTC)."""
     finished_at: datetime
     """When the attempt ended (UTC)."""
+
+
+class CallRecord(CallRecordFields):
+    """One attempt at a model call and what it cost."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]

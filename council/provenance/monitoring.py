@@ -41,6 +41,7 @@ from sqlmodel import col, select
 
 from council.errors import InputError
 from council.calls.records import CallRecord
+from council.store.mapping import call_from_row
 from council.store.windows import When, _aware, _in_window, load_calls, load_runs, parse_when
 from council.store.db import (
     AnswerRow,
@@ -228,7 +229,7 @@ def _load_window(store: Store, since: datetime | None, until: datetime | None) -
         feedback = s.exec(joined(FeedbackRow)).all()
         return _Window(
             runs=runs,
-            calls=[CallRecord.model_validate(r.model_dump()) for r in calls],
+            calls=[call_from_row(r) for r in calls],
             answers=answers,
             claims=claims,
             cluster_status={k.cluster_id: k.status for k in clusters},

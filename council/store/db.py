@@ -22,13 +22,14 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
-from council.calls.answers import Citation, Claim, MemberAnswer, MemberFailure
+from council.calls.answers import Claim, MemberAnswer, MemberFailure
 from council.config.catalog import ModelEntry
 from council.deliberation.clusters import ClaimCluster
 from council.deliberation.sources import Passage, Source
 from council.errors import RunNotFound, StoreError
 from council.config.policy import TaskPolicy
 from council.calls.records import CallRecord
+from .mapping import answer_from_row, answer_values, call_from_row, claim_from_row, claim_values, failure_from_row, failure_values
 from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, store_errors, upsert as _upsert
 from .tables import (
     MIGRATIONS,
@@ -281,19 +282,14 @@ class Store:
 
     def add_answer(self, answer: MemberAnswer) -> None:
         rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
-            (AnswerRow, answer.model_dump(include={"answer_id", "run_id", "member_label", "model", "call_id", "answer",
-                                                   "label", "raw_text", "confidence"}))
+            (AnswerRow, answer_values(answer))
         ]
         rows += [self._claim_row(c, i) for i, c in enumerate(answer.claims)]
         self._write(*rows)
 
     @staticmethod
     def _claim_row(c: Claim, position: int) -> tuple[type[SQLModel], dict[str, Any]]:
-        return (ClaimRow, dict(
-            claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
-            model=c.model, position=position, text=c.text, confidence=c.confidence,
-            citations_json=json.dumps([x.model_dump() for x in c.citations]), cluster_id=c.cluster_id,
-        ))
+        return (ClaimRow, claim_values(c, position))
 
     def add_reconciliation(self, run_id: str, answers: list[MemberAnswer], clusters: list[ClaimCluster]) -> None:
         """Store the clusters, and each claim's cluster and verified citations."""
@@ -376,13 +372,7 @@ class Store:
         }
 
     def add_failure(self, failure: MemberFailure) -> None:
-        self._write(
-            FailureRow(
-                run_id=failure.run_id, member_label=failure.member_label, model_requested=failure.model_requested,
-                error_kind=failure.error_kind, reason=failure.reason, call_ids_json=json.dumps(failure.call_ids),
-                raw_text=failure.raw_text,
-            )
-        )
+        self._write((FailureRow, failure_values(failure)))
 
     def finish_run(self, run_id: str, verdict: Verdict | None, status: str) -> float:
         """Store the verdict, mark the run finished, and return its total cost (sum of call records)."""
@@ -468,13 +458,7 @@ class Store:
             raise StoreError(f"run {run_id} refers to a policy missing from the store")
         by_answer: dict[str, list[Claim]] = {}
         for c in claims:
-            by_answer.setdefault(c.answer_id, []).append(
-                Claim(
-                    claim_id=c.claim_id, run_id=c.run_id, answer_id=c.answer_id, member_label=c.member_label,
-                    model=c.model, text=c.text, confidence=c.confidence,
-                    citations=[Citation(**x) for x in json.loads(c.citations_json)], cluster_id=c.cluster_id,
-                )
-            )
+            by_answer.setdefault(c.answer_id, []).append(claim_from_row(c))
         return StoredRun(
             run_id=run.run_id, created_at=run.created_at, finished_at=run.finished_at, task=run.task,
             question=run.question, status=run.status, recipe=run.recipe,
@@ -482,23 +466,9 @@ class Store:
             adjudication_policy=TaskPolicy.model_validate_json(ap.body_json),
             panel=json.loads(run.panel_json),
             models=[ModelEntry.model_validate_json(m.body_json) for m in models],
-            calls=[CallRecord.model_validate(c.model_dump()) for c in calls],
-            answers=[
-                MemberAnswer(
-                    answer_id=a.answer_id, run_id=a.run_id, member_label=a.member_label, model=a.model,
-                    call_id=a.call_id, answer=a.answer, label=a.label, raw_text=a.raw_text,  # type: ignore[arg-type]
-                    confidence=a.confidence,
-                    claims=by_answer.get(a.answer_id, []),
-                )
-                for a in answers
-            ],
-            failures=[
-                MemberFailure(
-                    run_id=f.run_id, member_label=f.member_label, model_requested=f.model_requested,
-                    error_kind=f.error_kind, reason=f.reason, call_ids=json.loads(f.call_ids_json), raw_text=f.raw_text,
-                )
-                for f in failures
-            ],
+            calls=[call_from_row(c) for c in calls],
+            answers=[answer_from_row(a, by_answer.get(a.answer_id, [])) for a in answers],
+            failures=[failure_from_row(f) for f in failures],
             verdict=Verdict.model_validate_json(verdict.body_json) if verdict else None,
             total_cost_usd=run.total_cost_usd,
             clusters=sorted((ClaimCluster.model_validate_json(k.body_json) for k in clusters), key=lambda k: int(k.label[1:])),

@@ -14,12 +14,12 @@ budget. What was finished is kept and not paid for twice; what was not is redone
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from council.calls.answers import Citation, Claim, MemberAnswer, MemberFailure, MemberOutcome
+from council.calls.answers import MemberOutcome
+from .mapping import answer_from_row, claim_from_row, failure_from_row
 from .tables import AnswerRow, CallRow, ClaimRow, ClusterRow, FailureRow, VerdictRow
 
 __all__ = ["forget_failure", "interrupt_pending", "next_attempt", "reset_derived", "stored_outcome"]
@@ -52,22 +52,12 @@ def stored_outcome(store: Any, run_id: str, member_label: str) -> MemberOutcome 
         ans = conn.execute(select(a).where(a.c.run_id == run_id, a.c.member_label == member_label)).first()
         if ans is not None:
             claims = conn.execute(select(c).where(c.c.answer_id == ans.answer_id).order_by(c.c.position)).all()
-            answer = MemberAnswer(
-                answer_id=ans.answer_id, run_id=run_id, member_label=member_label, model=ans.model,
-                call_id=ans.call_id, answer=ans.answer, label=ans.label, raw_text=ans.raw_text,
-                confidence=ans.confidence,
-                claims=[Claim(claim_id=x.claim_id, run_id=run_id, answer_id=x.answer_id, member_label=member_label,
-                              model=x.model, text=x.text, confidence=x.confidence,
-                              citations=[Citation(**d) for d in json.loads(x.citations_json)])
-                        for x in claims],
-            )
+            answer = answer_from_row(ans, [claim_from_row(x) for x in claims])
             return MemberOutcome(member_label=member_label, answer=answer)
         fail = conn.execute(select(f).where(f.c.run_id == run_id, f.c.member_label == member_label)).first()
     if fail is None or fail.error_kind == "budget":
         return None
-    return MemberOutcome(member_label=member_label, failure=MemberFailure(
-        run_id=run_id, member_label=member_label, model_requested=fail.model_requested, error_kind=fail.error_kind,
-        reason=fail.reason, call_ids=json.loads(fail.call_ids_json), raw_text=fail.raw_text))
+    return MemberOutcome(member_label=member_label, failure=failure_from_row(fail))
 
 
 def forget_failure(store: Any, run_id: str, member_label: str) -> None:

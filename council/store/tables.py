@@ -13,6 +13,9 @@ from typing import Any
 from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
+from council.calls.answers import AnswerFields, ClaimFields, FailureFields
+from council.calls.records import CallRecordFields
+
 __all__ = [
     "AnswerRow", "CallRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
     "PassageRow", "PolicyRow", "RunModelRow", "RunRow", "SourceRow", "VerdictRow",
@@ -55,61 +58,25 @@ class RunModelRow(SQLModel, table=True):
     body_json: str
 
 
-class CallRow(SQLModel, table=True):
+class CallRow(CallRecordFields, table=True):
+    """One call record (the ``CallRecord`` contract's fields)."""
+
     __tablename__ = "calls"
-    call_id: str = Field(primary_key=True)
-    run_id: str = Field(index=True)
-    node: str
-    member_label: str
-    model_requested: str
-    model: str = Field(index=True)
-    model_reported: str | None = None
-    provider: str | None = None
-    policy_name: str
-    policy_version: str
-    template_name: str
-    template_hash: str
-    attempt: int
-    status: str
-    error_kind: str | None = None
-    error_message: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_source: str = "none"
-    latency_s: float = 0.0
-    request_id: str | None = None
-    started_at: datetime
-    finished_at: datetime
 
 
-class AnswerRow(SQLModel, table=True):
+class AnswerRow(AnswerFields, table=True):
+    """A member's answer without its claims (``MemberAnswer``'s fields; ``confidence`` added by 0002)."""
+
     __tablename__ = "answers"
-    answer_id: str = Field(primary_key=True)
-    run_id: str = Field(index=True)
-    member_label: str
-    model: str
-    call_id: str
-    answer: str
-    label: str | None = None
-    raw_text: str
-    confidence: float | None = None
-    """Added by migration 0002."""
 
 
-class ClaimRow(SQLModel, table=True):
+class ClaimRow(ClaimFields, table=True):
+    """A claim (``Claim``'s fields; ``cluster_id`` added by 0002), its position in its answer and its
+    citations as JSON."""
+
     __tablename__ = "claims"
-    claim_id: str = Field(primary_key=True)
-    run_id: str = Field(index=True)
-    answer_id: str
-    member_label: str
-    model: str
     position: int
-    text: str
-    confidence: float
     citations_json: str = "[]"
-    cluster_id: str | None = Field(default=None, index=True)
-    """Added by migration 0002."""
 
 
 class ClusterRow(SQLModel, table=True):
@@ -150,15 +117,11 @@ class FeedbackRow(SQLModel, table=True):
     created_at: datetime
 
 
-class FailureRow(SQLModel, table=True):
+class FailureRow(FailureFields, table=True):
+    """A member failure (``MemberFailure``'s fields), its call ids as JSON."""
+
     __tablename__ = "member_failures"
-    run_id: str = Field(primary_key=True)
-    member_label: str = Field(primary_key=True)
-    model_requested: str
-    error_kind: str
-    reason: str
     call_ids_json: str = "[]"
-    raw_text: str | None = None
 
 
 class VerdictRow(SQLModel, table=True):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .db import Store
+from .mapping import call_from_row
 from .tables import CallRow, RunRow
 
 __all__ = ["When", "load_calls", "load_runs", "parse_when"]
@@ -83,4 +84,4 @@ def load_calls(store: Store, since: When = None, until: When = None, model: str 
         if model is not None:
             stmt = stmt.where((col(CallRow.model) == model) | (col(CallRow.model_requested) == model))
         rows = s.exec(stmt.order_by(col(CallRow.started_at), col(CallRow.call_id))).all()
-        return [CallRecord.model_validate(r.model_dump()) for r in rows]
+        return [call_from_row(r) for r in rows]
