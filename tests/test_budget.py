@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from council.calls.budget import Budget
+from council.calls.budget import Budget, Reservation
+from council.errors import BudgetExceeded
 from council.config.catalog import ModelEntry, price_of
 from council.calls.members import CallContext, run_chain
 from council.calls.answers import AnswerDraft
@@ -26,37 +27,40 @@ def test_a_budget_must_be_positive():
 def test_reservations_refuse_overspend():
     b = Budget(1.0)
     first = b.reserve(0.6)
-    assert first is not None and first.amount == 0.6
-    assert b.reserve(0.5) is None  # 0.6 + 0.5 > 1.0
+    assert first.amount == 0.6
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.5)  # 0.6 + 0.5 > 1.0
     assert b.committed_usd == pytest.approx(0.6)
     second = b.reserve(0.4)  # exactly up to the limit is allowed
-    assert second is not None
+    assert second.amount == 0.4
     assert b.committed_usd == pytest.approx(1.0)
-    assert b.reserve(0.0001) is None
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.0001)
     assert b.spent_usd == 0.0  # nothing is spent until settled
 
 
 def test_settle_with_actual_cost_frees_the_rest_of_the_hold():
     b = Budget(1.0)
     r = b.reserve(0.9)
-    assert r is not None
-    assert b.reserve(0.2) is None
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.2)
     b.settle(r, 0.1)
     assert b.spent_usd == pytest.approx(0.1)
     assert b.committed_usd == pytest.approx(0.1)
-    assert b.reserve(0.9) is not None  # 0.1 spent + 0.9 held = 1.0
-    assert b.reserve(0.01) is None
+    b.reserve(0.9)  # 0.1 spent + 0.9 held = 1.0: allowed
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.01)
 
 
 def test_settle_with_unknown_cost_keeps_the_worst_case_charged():
     b = Budget(1.0)
     r = b.reserve(0.7)
-    assert r is not None
     b.settle(r, None)
     assert b.spent_usd == pytest.approx(0.7)
     assert b.committed_usd == pytest.approx(0.7)
-    assert b.reserve(0.31) is None
-    assert b.reserve(0.3) is not None
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.31)
+    assert isinstance(b.reserve(0.3), Reservation)
 
 
 def test_settling_twice_charges_once():
@@ -78,8 +82,9 @@ def test_actual_cost_above_the_hold_is_still_charged():
     assert r is not None
     b.settle(r, 0.3)
     assert b.spent_usd == pytest.approx(0.3)
-    assert b.reserve(0.71) is None
-    assert b.reserve(0.7) is not None
+    with pytest.raises(BudgetExceeded):
+        b.reserve(0.71)
+    assert isinstance(b.reserve(0.7), Reservation)
 
 
 def test_many_threads_reserving_at_once_never_exceed_the_limit():
@@ -92,7 +97,11 @@ def test_many_threads_reserving_at_once_never_exceed_the_limit():
     def work(i: int) -> None:
         start.wait()
         for _ in range(per_thread):
-            if b.reserve(0.01) is not None:
+            try:
+                b.reserve(0.01)
+            except BudgetExceeded:
+                pass
+            else:
                 granted[i] += 1
             seen = b.committed_usd
             if seen > 1.0 + 1e-9:
@@ -119,8 +128,9 @@ def test_threads_reserving_and_settling_keep_spent_within_the_limit():
     def work() -> None:
         start.wait()
         for k in range(40):
-            r = b.reserve(0.05)
-            if r is None:
+            try:
+                r = b.reserve(0.05)
+            except BudgetExceeded:
                 continue
             actual = 0.02 if k % 2 else None  # half known and cheaper, half unknown (worst case kept)
             b.settle(r, actual)
@@ -141,7 +151,8 @@ def test_threads_reserving_and_settling_keep_spent_within_the_limit():
     assert b.spent_usd == pytest.approx(sum(charged))
     assert b.spent_usd <= 2.0 + 1e-9
     assert b.committed_usd == pytest.approx(b.spent_usd)  # nothing left held
-    assert b.reserve(2.0 - b.spent_usd + 0.01) is None
+    with pytest.raises(BudgetExceeded):
+        b.reserve(2.0 - b.spent_usd + 0.01)
 
 
 async def test_many_asyncio_tasks_holding_across_awaits_never_exceed_the_limit():
@@ -151,8 +162,9 @@ async def test_many_asyncio_tasks_holding_across_awaits_never_exceed_the_limit()
 
     async def call(i: int) -> None:
         nonlocal peak, granted
-        r = b.reserve(0.15)
-        if r is None:
+        try:
+            r = b.reserve(0.15)
+        except BudgetExceeded:
             return
         granted += 1
         peak = max(peak, b.committed_usd)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 
+from council.errors import BudgetExceeded
+
 __all__ = ["Budget", "Reservation"]
 
 
@@ -59,16 +61,15 @@ class Budget:
             own = self.limit_usd - self._spent - self._held
         return min(own, self.parent.remaining_usd) if self.parent is not None else own
 
-    def reserve(self, amount: float) -> Reservation | None:
-        """Hold ``amount``; None when it would take spent+held past the limit (here or in the parent)."""
+    def reserve(self, amount: float) -> Reservation:
+        """Hold ``amount``; raise ``BudgetExceeded`` when it would take spent+held past the limit (here or
+        in the parent), holding nothing."""
         with self._lock:
-            if self._spent + self._held + amount > self.limit_usd + 1e-12:
-                return None
-            parent = None
-            if self.parent is not None:
-                parent = self.parent.reserve(amount)
-                if parent is None:
-                    return None
+            committed = self._spent + self._held
+            if committed + amount > self.limit_usd + 1e-12:
+                raise BudgetExceeded(f"${amount:.4f} more would exceed the budget of ${self.limit_usd:g} "
+                                     f"(${committed:.4f} spent or held)")
+            parent = self.parent.reserve(amount) if self.parent is not None else None
             self._held += amount
             return Reservation(amount, parent)
 

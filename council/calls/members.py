@@ -26,7 +26,7 @@ from pydantic import BaseModel, ValidationError
 from . import gateway
 from .budget import Budget
 from council.config.catalog import ModelEntry, price_of
-from council.errors import InvalidAnswer, ModelCallError, TransientError
+from council.errors import BudgetExceeded, InvalidAnswer, ModelCallError, TransientError
 from .gateway import ChatMessage, TextPart, ImagePart
 from council.config.policy import TaskPolicy
 from .prompts import RenderedPrompt
@@ -207,8 +207,9 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
         while True:
             reservation = None
             if ctx.budget is not None:
-                reservation = ctx.budget.reserve(worst if worst is not None else 0.0)
-                if reservation is None:
+                try:
+                    reservation = ctx.budget.reserve(worst if worst is not None else 0.0)
+                except BudgetExceeded:
                     attempt += 1
                     last_kind = "budget"
                     last_reason = f"{entry.name}: worst-case cost ${worst or 0:.4f} would exceed the run budget"

@@ -25,7 +25,7 @@ from council.calls.answers import Claim, FactLabel, MemberAnswer
 from .clusters import ClaimCluster
 from council.config.policy import TaskPolicy
 
-__all__ = ["LabelVote", "MemberStanding", "Reliability", "effective_accuracy", "settle_clusters", "vote_label",
+__all__ = ["LabelVote", "Reliability", "effective_accuracy", "settle_clusters", "vote_label",
            "majority_label", "best_member", "weight"]
 
 _CLIP = (0.02, 0.98)
@@ -39,16 +39,6 @@ class Reliability(BaseModel):
     total: int = 0
     value: float
     """Smoothed accuracy: (agree + prior * prior_weight) / (total + prior_weight)."""
-
-
-class MemberStanding(BaseModel):
-    """How much one member's say counted in this run."""
-
-    member_label: str
-    model: str
-    reliability: float
-    weight: float
-    """Log-odds weight of its label vote (fact checks) or its mean claim weight."""
 
 
 class LabelVote(BaseModel):
@@ -177,17 +167,3 @@ def best_member(answers: list[MemberAnswer], reliability: dict[str, float], qual
     if not answers:
         return None
     return min(answers, key=lambda a: (-reliability.get(a.model, prior), -quality.get(a.model, 0.0), a.member_label))
-
-
-def standings(answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy,
-              kind: Literal["label", "claims"]) -> list[MemberStanding]:
-    out = []
-    for a in answers:
-        rel = reliability.get(a.model, policy.reliability_prior)
-        if kind == "label":
-            w = weight(effective_accuracy(rel, answer_confidence(a)))
-        else:
-            ws = [weight(effective_accuracy(rel, c.confidence)) for c in a.claims]
-            w = sum(ws) / len(ws) if ws else 0.0
-        out.append(MemberStanding(member_label=a.member_label, model=a.model, reliability=rel, weight=w))
-    return out
