@@ -165,21 +165,41 @@ def to_toml(tables: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def scripted() -> Iterator[Callable[[dict[str, Any]], Any]]:
-    """Start scripted servers from script dicts; all are stopped at teardown."""
+def _server_factory() -> Iterator[Callable[..., Any]]:
     from council.testing import ScriptedServer
 
     servers: list[Any] = []
 
-    def start(script: dict[str, Any]) -> Any:
-        srv = ScriptedServer(script).start()
+    def start(script: dict[str, Any], server_class: type | None = None) -> Any:
+        srv = (server_class or ScriptedServer)(script).start()
         servers.append(srv)
         return srv
 
     yield start
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., Any]]:
+    """Start scripted servers from script dicts (``server_class``: a ScriptedServer subclass); all are
+    stopped at teardown."""
+    yield from _server_factory()
+
+
+@pytest.fixture(scope="module")
+def scripted_module() -> Iterator[Callable[..., Any]]:
+    """``scripted`` for module-scoped fixtures: the servers live until the module's tests are done."""
+    yield from _server_factory()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (dropped afterwards), or a skip saying why there is none."""
+    from support import fresh_pg_database
+
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture

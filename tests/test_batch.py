@@ -6,69 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import csv
+from datetime import UTC, datetime
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 import council
-from conftest import answer, panel_config, ruling
+from support import (DISPUTED, assert_one_record_per_call, batch_config, claims, db_rows, members_script, sent_records,
+                     write_jsonl)
 from council.batch.runner import acheck_many, check_many
 from council.batch.input import read_claims
 from council.calls.budget import Budget
 from council.errors import InputError
 from council.store.db import Store
-
-DISPUTED = "DISPUTED"
-
-
-def members_script(latency: float = 0.05, judge_faults: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
-    """Members agree (SUPPORTED) on every claim, except claims containing DISPUTED, where they split and the
-    adjudicator is asked; by default it fails on those, so they end contested."""
-    def member(label: str) -> dict[str, Any]:
-        return {"latency": latency, **extra, "answers": [
-            {"match": DISPUTED, "content": answer(f"It is {label.lower()}.", [(f"Disputed, says {label}.", 0.7)], label)},
-            {"content": answer("It is true.", [("The claim is true.", 0.9)], "SUPPORTED")},
-        ]}
-    faults = judge_faults if judge_faults is not None else [{"kind": "500", "rate": 1.0, "match": DISPUTED}]
-    return {"seed": 5, "models": {
-        "m-a": member("SUPPORTED"), "m-b": member("REFUTED"), "m-c": member("REFUTED"), "m-spare": member("SUPPORTED"),
-        "judge": {"latency": latency, **extra, "answers": [{"content": ruling("Supported.", ["C1"], label="SUPPORTED")}],
-                  "faults": faults},
-    }}
-
-
-def batch_config(base_url: str, **policy: dict[str, Any]) -> dict[str, Any]:
-    cfg = panel_config(base_url, **policy)
-    cfg["embedding"] = "lexical"  # no wordllama load: the batch tests are about the batch, and fast
-    return cfg
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def claims(n: int, prefix: str = "c") -> list[dict[str, str]]:
-    return [{"id": f"{prefix}{i}", "claim": f"Bridge number {i} opened in {1900 + i}."} for i in range(n)]
-
-
-def db_rows(db: str, sql: str, **params: Any) -> list[Any]:
-    with Store(db).engine.connect() as conn:
-        return list(conn.execute(text(sql), params))
-
-
-def sent_records(db: str) -> int:
-    """Call records of requests that were sent (``skipped`` ones never left the process)."""
-    return db_rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0]
-
-
-def assert_one_record_per_call(db: str, server: Any) -> None:
-    assert sent_records(db) == server.stats()["total_requests"]
-    assert not db_rows(db, "SELECT call_id FROM calls WHERE status = 'pending'")
-
 
 # ------------------------------------------------------------------------------------------- reading input
 
@@ -180,9 +131,12 @@ def test_rerun_skips_finished_claims_and_resumes_interrupted_ones(scripted, tmp_
             stats = server.stats()
             return checked[0] >= 4 and stats["requests"].get("m-a", 0) >= 8 and stats["in_flight"] == 8
 
-        while not m_a_answered_again() and not task.done():
+        def m_a_answers_stored() -> bool:  # the in-flight councils' m-a answers are in the store
+            return db_rows(db_url, "SELECT COUNT(*) FROM answers a JOIN runs r ON r.run_id = a.run_id "
+                                   "WHERE r.status = 'running' AND a.model = 'm-a'")[0][0] >= 4
+
+        while not (m_a_answered_again() and m_a_answers_stored()) and not task.done():
             await asyncio.sleep(0.005)
-        await asyncio.sleep(0.1)  # m-a's answers reach the store; m-b and m-c take 0.3 s more
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -307,7 +261,10 @@ def test_leases_are_atomic_and_expired_or_orphaned_ones_are_taken_over(db_url: s
     assert [x.line for x in (expired, orphaned, alive, remote) if x] == [1, 2, 3, 4]
     assert not any(x.resume for x in (expired, orphaned, alive, remote) if x)
     assert bs.lease(batch.batch_id, "late:1:e", lease_s=60) is None  # nothing pending: no item is taken twice
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10  # wait (polled) until the 0.05 s lease has expired
+    while not db_rows(db_url, "SELECT 1 FROM batch_items WHERE lease_owner = 'elsewhere:1:a' AND lease_until < :now",
+                      now=datetime.now(UTC).replace(tzinfo=None)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert bs.reclaim(batch.batch_id) == 2  # the expired lease and the dead process's; not the live ones
     again = [bs.lease(batch.batch_id, "next:1:f", lease_s=60) for _ in range(3)]
     assert [(x.line, x.resume) for x in again if x] == [(1, True), (2, True)]

@@ -8,43 +8,18 @@ import csv
 import json
 import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from conftest import to_toml
-from test_batch import DISPUTED, batch_config, claims, members_script, write_jsonl
+from support import DISPUTED, batch_config, claims, cli_env, db_rows, finish, members_script, start, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="200", NO_COLOR="1", COUNCIL_DB=str(tmp / "default.db"))
-    env.pop("COUNCIL_CONFIG", None)
-    return env
-
-
-def _start(args: list[str], tmp: Path, module: str = "council") -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=_env(tmp), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
-    assert "Traceback" not in err, err[-3000:]
-    return proc.returncode, out, err
-
-
-def _rows(db: Path, sql: str, *params: Any) -> list[Any]:
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
+def _start(args: list[str], tmp: Path, module: str = "council") -> Any:
+    return start(args, cli_env(tmp / "default.db", columns=200), module)
 
 
 def test_exit_codes_results_files_bad_rows_and_module_entry(scripted, tmp_path: Path) -> None:
@@ -62,7 +37,7 @@ def test_exit_codes_results_files_bad_rows_and_module_entry(scripted, tmp_path: 
                           "--max-claim-chars", "200", *common], tmp_path, module="council.batch"),
         "missing": _start(["check", str(tmp_path / "nope.jsonl"), "--db", str(tmp_path / "d.db"), *common], tmp_path),
     }
-    done = {name: _finish(p) for name, p in procs.items()}
+    done = {name: finish(p).result() for name, p in procs.items()}
 
     code, out, err = done["contested"]
     assert code == 1, err
@@ -87,7 +62,7 @@ def test_exit_codes_results_files_bad_rows_and_module_entry(scripted, tmp_path: 
     assert code == 2 and err.strip().splitlines() == [f"error: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory"]
 
     # contested claims accepted on request; the finished batch is not run again
-    code, out, err = _finish(_start(["check", str(contested), "--db", str(tmp_path / "a.db"), "--allow-contested", *common], tmp_path))
+    code, out, err = finish(_start(["check", str(contested), "--db", str(tmp_path / "a.db"), "--allow-contested", *common], tmp_path)).result()
     assert code == 0, err
     assert "checked 0 claims" in out
 
@@ -110,7 +85,7 @@ def test_kill_9_mid_batch_then_rerun_finishes_with_one_record_per_call(scripted,
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "the batch never reached the point to kill it"
             if server.stats()["in_flight"] == 12 and db.exists():
-                finished = _rows(db, "SELECT COUNT(*) FROM batch_items WHERE status = 'full'")[0][0]
+                finished = db_rows(db, "SELECT COUNT(*) FROM batch_items WHERE status = 'full'")[0][0]
                 if finished >= 4:
                     break
             time.sleep(0.005)
@@ -121,27 +96,27 @@ def test_kill_9_mid_batch_then_rerun_finishes_with_one_record_per_call(scripted,
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "out.jsonl").exists()
-    pending = _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0]
+    pending = db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0]
     assert pending == 12  # written before each request went out
-    assert _rows(db, "SELECT COUNT(*) FROM batch_items WHERE status = 'running'")[0][0] == 4
+    assert db_rows(db, "SELECT COUNT(*) FROM batch_items WHERE status = 'running'")[0][0] == 4
 
-    code, out, err = _finish(_start(args, tmp_path))
+    code, out, err = finish(_start(args, tmp_path)).result()
     assert code == 0, err
     results = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["id"] for r in results) == sorted(c["id"] for c in claims(n))  # each claim exactly once
     assert {r["status"] for r in results} == {"full"}
-    assert _rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM runs") == [(n, n)]
-    assert _rows(db, "SELECT COUNT(*) FROM verdicts") == [(n,)]
-    assert not _rows(db, "SELECT run_id, member_label FROM answers GROUP BY run_id, member_label HAVING COUNT(*) > 1")
+    assert db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM runs") == [(n, n)]
+    assert db_rows(db, "SELECT COUNT(*) FROM verdicts") == [(n,)]
+    assert not db_rows(db, "SELECT run_id, member_label FROM answers GROUP BY run_id, member_label HAVING COUNT(*) > 1")
     # every request the server saw has exactly one record, and every record one request
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'interrupted'")[0][0] == 12
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0] == 0
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'interrupted'")[0][0] == 12
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0] == 0
     # attempts continue after the interrupted one: 1 (interrupted), 2 (answered)
-    assert _rows(db, "SELECT DISTINCT attempt FROM calls WHERE status = 'interrupted'") == [(1,)]
-    assert sorted(_rows(db, "SELECT attempt, COUNT(*) FROM calls WHERE status = 'ok' GROUP BY attempt")) == [(1, 3 * n - 12), (2, 12)]
+    assert db_rows(db, "SELECT DISTINCT attempt FROM calls WHERE status = 'interrupted'") == [(1,)]
+    assert sorted(db_rows(db, "SELECT attempt, COUNT(*) FROM calls WHERE status = 'ok' GROUP BY attempt")) == [(1, 3 * n - 12), (2, 12)]
     costs = {r["run_id"]: r["cost_usd"] for r in results}
-    for run_id, total in _rows(db, "SELECT run_id, SUM(cost_usd) FROM calls GROUP BY run_id"):
+    for run_id, total in db_rows(db, "SELECT run_id, SUM(cost_usd) FROM calls GROUP BY run_id"):
         assert abs(costs[run_id] - total) < 1e-12
 
 
@@ -152,25 +127,25 @@ def test_processes_split_the_batch_and_the_budget(scripted, tmp_path: Path) -> N
     n = 60
     path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
     db = tmp_path / "batch.db"
-    code, out, err = _finish(_start(["check", str(path), "-c", str(cfg), "--db", str(db), "-j", "8", "-p", "2",
-                                     "--budget-usd", "1.0", "--json"], tmp_path))
+    code, out, err = finish(_start(["check", str(path), "-c", str(cfg), "--db", str(db), "-j", "8", "-p", "2",
+                                     "--budget-usd", "1.0", "--json"], tmp_path)).result()
     assert code == 0, err
     summary = json.loads(out)
     assert summary["counts"] == {"full": n} and summary["checked"] == n
-    assert _rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM runs") == [(n, n)]
-    assert _rows(db, "SELECT COUNT(*) FROM batch_items WHERE leases != 1") == [(0,)]
-    assert _rows(db, "SELECT COUNT(*) FROM calls")[0][0] == server.stats()["total_requests"] == 3 * n
-    owners = {o.split(":")[1] for (o,) in _rows(db, "SELECT DISTINCT finished_by FROM batch_items")}
+    assert db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM runs") == [(n, n)]
+    assert db_rows(db, "SELECT COUNT(*) FROM batch_items WHERE leases != 1") == [(0,)]
+    assert db_rows(db, "SELECT COUNT(*) FROM calls")[0][0] == server.stats()["total_requests"] == 3 * n
+    owners = {o.split(":")[1] for (o,) in db_rows(db, "SELECT DISTINCT finished_by FROM batch_items")}
     assert len(owners) == 2  # both processes checked claims
     assert summary["spent_usd"] == summary["total_cost_usd"] <= 1.0
     # a budget too small for the batch: split between the processes, never exceeded in total
     tight = write_jsonl(tmp_path / "tight.jsonl", claims(n, prefix="t"))
-    code, out, err = _finish(_start(["check", str(tight), "-c", str(cfg), "--db", str(db), "-j", "8", "-p", "2",
-                                     "--budget-usd", "0.02", "--json"], tmp_path))
+    code, out, err = finish(_start(["check", str(tight), "-c", str(cfg), "--db", str(db), "-j", "8", "-p", "2",
+                                     "--budget-usd", "0.02", "--json"], tmp_path)).result()
     assert code == 1, err
     summary = json.loads(out)
     assert summary["counts"].get("skipped_budget", 0) > 0 and summary["budget_exhausted"]
-    spent = _rows(db, "SELECT SUM(c.cost_usd) FROM calls c JOIN batch_items i ON i.run_id = c.run_id "
+    spent = db_rows(db, "SELECT SUM(c.cost_usd) FROM calls c JOIN batch_items i ON i.run_id = c.run_id "
                       "WHERE i.batch_id = ?", summary["batch_id"])[0][0]
     assert 0 < spent <= 0.02 and abs(summary["total_cost_usd"] - spent) < 1e-9
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,27 +17,8 @@ from sqlalchemy import text
 from conftest import to_toml
 from council.batch.runner import check_many
 from council.store.db import Store
-from test_batch import DISPUTED, assert_one_record_per_call, batch_config, claims, members_script, write_jsonl
-from test_batch_cli import _finish, _start
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    name = f"council_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(f"{SERVER}/postgres", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL server at {SERVER}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{SERVER}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
+from support import (DISPUTED, assert_one_record_per_call, batch_config, claims, cli_env, finish, members_script, start,
+                     write_jsonl)
 
 def _count(url: str, sql: str) -> int:
     store = Store(url)
@@ -74,8 +53,9 @@ def test_two_processes_share_one_batch_without_duplicate_work(scripted, tmp_path
     n = 48
     path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
     Store(pg_url).engine.dispose()  # create the schema first, as a user's first command would
-    procs = [_start(["check", str(path), "-c", str(cfg), "--db", pg_url, "-j", "4", "-q"], tmp_path) for _ in range(2)]
-    outs = [_finish(p) for p in procs]
+    procs = [start(["check", str(path), "-c", str(cfg), "--db", pg_url, "-j", "4", "-q"], cli_env(tmp_path / "default.db"))
+             for _ in range(2)]
+    outs = [finish(p).result() for p in procs]
     checked = []
     for code, out, err in outs:
         assert code == 0, err

@@ -9,10 +9,7 @@ every bad input (they are independent), then the commands that read the run ``as
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ import pytest
 from conftest import GREAT_WALL, panel_config, panel_script, to_toml
 from council import Store, build_graph
 from council.testing import ScriptedServer
+from support import Proc, cli_env, run_all
 
 from council.config.local import local_available
 
@@ -36,48 +34,6 @@ ISS = "Can astronauts see the Great Wall from the ISS?"
 M_C_CLAIM = "The Great Wall is visible to the naked eye from low Earth orbit."  # contradicts m-a and m-b
 
 
-@dataclass
-class Proc:
-    argv: list[str]
-    code: int
-    out: str
-    err: str
-
-    def error_line(self) -> str:
-        """The one line on stderr, asserting that there is exactly one, it is an error, and no traceback."""
-        assert self.code != 0, f"exit 0 for {self.argv[3:5]}: {self.out[-500:]}"
-        assert "Traceback" not in self.err + self.out, self.err[-2000:]
-        lines = self.err.strip().splitlines()
-        assert len(lines) == 1, f"stderr has {len(lines)} lines:\n{self.err[-2000:]}"
-        assert lines[0].startswith("error: "), lines[0]
-        return lines[0]
-
-
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="250", COUNCIL_DB=str(tmp / "default.db"),
-               NO_COLOR="1")
-    for var in ("COUNCIL_CONFIG", MISSING_KEY, "FORCE_COLOR", "PYTHONWARNINGS"):
-        env.pop(var, None)
-    return env
-
-
-def _run_all(commands: dict[str, list[str]], env: dict[str, str]) -> dict[str, Proc]:
-    """Start every command at once, then wait for all of them."""
-    procs = {
-        name: subprocess.Popen([sys.executable, "-m", "council", *args], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for name, args in commands.items()
-    }
-    done: dict[str, Proc] = {}
-    for name, p in procs.items():
-        try:
-            out, err = p.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-        done[name] = Proc(["python", "-m", "council", *commands[name]], p.returncode, out, err)
-    return done
 
 
 def _models_config(base_url: str) -> dict[str, Any]:
@@ -104,81 +60,78 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+def cli(tmp_path_factory: pytest.TempPathFactory, scripted_module: Any) -> Iterator[Cli]:
     tmp = tmp_path_factory.mktemp("cli")
-    env = _env(tmp)
+    env = cli_env(tmp / "default.db")
     script = panel_script()
     for m in script["models"].values():
         m.update(prompt_tokens=1000, completion_tokens=200)
     # Member C's model fails on the ISS question only: that run is a degraded council, and without m-c's
     # contradiction A and B agree, so the weighted vote settles it with no adjudicator call.
     script["models"]["m-c"]["faults"] = [{"kind": "500", "rate": 1.0, "match": "ISS"}]
-    server = ScriptedServer(script).start()
+    server = scripted_module(script)
+    good = tmp / "council.toml"
+    good.write_text(to_toml(panel_config(server.base_url)), encoding="utf-8")
+    no_fallback = tmp / "no-fallback.toml"
+    no_fallback.write_text(to_toml(panel_config(server.base_url, research={"fallback": "none"})), encoding="utf-8")
+    models_cfg = tmp / "models.toml"
+    models_cfg.write_text(to_toml(_models_config(server.base_url)), encoding="utf-8")
+
+    def bad(name: str, text: str) -> str:
+        path = tmp / f"{name}.toml"
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    unknown = panel_config(server.base_url)
+    unknown["models"]["m-b"] = {"model": "nosuchprovider/m-b", "quality": 70}
+    no_vision = panel_config(server.base_url, research={"required_capabilities": ["text", "vision"]})
+    needs_key = panel_config(server.base_url, adjudication={"allowed_models": ["gpt4o-mini"]})
+    needs_key["models"]["gpt4o-mini"] = {"model": "openai/gpt-4o-mini", "quality": 95}
+    invalid_field = panel_config(server.base_url)
+    invalid_field["models"]["m-a"]["quality"] = "very high"
+
+    db, err_db = tmp / "council.db", tmp / "errors.db"
+    g, e = ["--config", str(good), "--db", str(db)], ["--db", str(err_db)]
+    wave1 = {
+        "ask": ["ask", GREAT_WALL, *g],
+        "ask_json": ["ask", ISS, "--config", str(no_fallback), "--db", str(db), "--json"],
+        "models": ["models", "--config", str(models_cfg)],
+        "empty": ["ask", "  ", "--config", str(good), *e],
+        "too_long": ["ask", TOO_LONG, "--config", str(good), *e],
+        # With the local extra installed, no config means the local demonstration panel (tests/test_local.py).
+        **({} if LOCAL else {"no_config_at_all": ["ask", GREAT_WALL, *e]}),
+        "no_config": ["ask", GREAT_WALL, "--config", str(tmp / "nowhere" / "council.toml"), *e],
+        "bad_toml": ["ask", GREAT_WALL, "--config", bad("bad-toml", "[models.m-a\nmodel = 'openai/m-a'\n"), *e],
+        "bad_field": ["ask", GREAT_WALL, "--config", bad("bad-field", to_toml(invalid_field)), *e],
+        "unknown_model": ["ask", GREAT_WALL, "--config", bad("unknown", to_toml(unknown)), *e],
+        "no_capability": ["ask", GREAT_WALL, "--config", bad("no-vision", to_toml(no_vision)), *e],
+        "missing_key": ["ask", GREAT_WALL, "--config", bad("needs-key", to_toml(needs_key)), *e],
+    }
+    runs = run_all(wave1, env)
+    run_id = _run_id(runs["ask"].out)
     try:
-        good = tmp / "council.toml"
-        good.write_text(to_toml(panel_config(server.base_url)), encoding="utf-8")
-        no_fallback = tmp / "no-fallback.toml"
-        no_fallback.write_text(to_toml(panel_config(server.base_url, research={"fallback": "none"})), encoding="utf-8")
-        models_cfg = tmp / "models.toml"
-        models_cfg.write_text(to_toml(_models_config(server.base_url)), encoding="utf-8")
-
-        def bad(name: str, text: str) -> str:
-            path = tmp / f"{name}.toml"
-            path.write_text(text, encoding="utf-8")
-            return str(path)
-
-        unknown = panel_config(server.base_url)
-        unknown["models"]["m-b"] = {"model": "nosuchprovider/m-b", "quality": 70}
-        no_vision = panel_config(server.base_url, research={"required_capabilities": ["text", "vision"]})
-        needs_key = panel_config(server.base_url, adjudication={"allowed_models": ["gpt4o-mini"]})
-        needs_key["models"]["gpt4o-mini"] = {"model": "openai/gpt-4o-mini", "quality": 95}
-        invalid_field = panel_config(server.base_url)
-        invalid_field["models"]["m-a"]["quality"] = "very high"
-
-        db, err_db = tmp / "council.db", tmp / "errors.db"
-        g, e = ["--config", str(good), "--db", str(db)], ["--db", str(err_db)]
-        wave1 = {
-            "ask": ["ask", GREAT_WALL, *g],
-            "ask_json": ["ask", ISS, "--config", str(no_fallback), "--db", str(db), "--json"],
-            "models": ["models", "--config", str(models_cfg)],
-            "empty": ["ask", "  ", "--config", str(good), *e],
-            "too_long": ["ask", TOO_LONG, "--config", str(good), *e],
-            # With the local extra installed, no config means the local demonstration panel (tests/test_local.py).
-            **({} if LOCAL else {"no_config_at_all": ["ask", GREAT_WALL, *e]}),
-            "no_config": ["ask", GREAT_WALL, "--config", str(tmp / "nowhere" / "council.toml"), *e],
-            "bad_toml": ["ask", GREAT_WALL, "--config", bad("bad-toml", "[models.m-a\nmodel = 'openai/m-a'\n"), *e],
-            "bad_field": ["ask", GREAT_WALL, "--config", bad("bad-field", to_toml(invalid_field)), *e],
-            "unknown_model": ["ask", GREAT_WALL, "--config", bad("unknown", to_toml(unknown)), *e],
-            "no_capability": ["ask", GREAT_WALL, "--config", bad("no-vision", to_toml(no_vision)), *e],
-            "missing_key": ["ask", GREAT_WALL, "--config", bad("needs-key", to_toml(needs_key)), *e],
+        json_run_id = json.loads(runs["ask_json"].out)["run_id"]
+    except (ValueError, KeyError):
+        json_run_id = None
+    graphml = tmp / "run.graphml"
+    d = ["--db", str(db)]
+    wave2 = {
+        "runs": ["runs", *d],
+        "runs_errors": ["runs", *e, "--json"],
+        "graph_bad_format": ["graph", "0123456789abcdef", *d, "--format", "dot"],
+        "show_unknown": ["show", "0123456789abcdef", *d],
+        "graph_unknown": ["graph", "0123456789abcdef", *d, "--format", "graphml", "--out", str(tmp / "x.graphml")],
+    }
+    if json_run_id:
+        wave2["show_degraded"] = ["show", json_run_id, *d]
+    if run_id:
+        wave2 |= {
+            "show": ["show", run_id[:8], *d],
+            "graph_graphml": ["graph", run_id, *d, "--format", "graphml", "--out", str(graphml)],
+            "graph_nodelink": ["graph", run_id[:10], *d, "--format", "node-link"],
         }
-        runs = _run_all(wave1, env)
-        run_id = _run_id(runs["ask"].out)
-        try:
-            json_run_id = json.loads(runs["ask_json"].out)["run_id"]
-        except (ValueError, KeyError):
-            json_run_id = None
-        graphml = tmp / "run.graphml"
-        d = ["--db", str(db)]
-        wave2 = {
-            "runs": ["runs", *d],
-            "runs_errors": ["runs", *e, "--json"],
-            "graph_bad_format": ["graph", "0123456789abcdef", *d, "--format", "dot"],
-            "show_unknown": ["show", "0123456789abcdef", *d],
-            "graph_unknown": ["graph", "0123456789abcdef", *d, "--format", "graphml", "--out", str(tmp / "x.graphml")],
-        }
-        if json_run_id:
-            wave2["show_degraded"] = ["show", json_run_id, *d]
-        if run_id:
-            wave2 |= {
-                "show": ["show", run_id[:8], *d],
-                "graph_graphml": ["graph", run_id, *d, "--format", "graphml", "--out", str(graphml)],
-                "graph_nodelink": ["graph", run_id[:10], *d, "--format", "node-link"],
-            }
-        runs |= _run_all(wave2, env)
-        yield Cli(tmp, db, err_db, server, runs, run_id, json_run_id)
-    finally:
-        server.stop()
+    runs |= run_all(wave2, env)
+    yield Cli(tmp, db, err_db, server, runs, run_id, json_run_id)
 
 
 def _run_id(text: str) -> str | None:

@@ -8,19 +8,17 @@ about two process start-ups. Clustering uses the default embedder (wordllama, sh
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import GREAT_WALL, panel_config, panel_script, to_toml
 from council import Store
-from council.testing import ScriptedServer
+from support import Proc, cli_env, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 EVEREST = "Mount Everest is the highest mountain above sea level on Earth."
@@ -29,34 +27,6 @@ ISS = ("Astronauts aboard the International Space Station report that the Great 
 WIDTH = "The wall is mostly about 6 m wide, far narrower than the highways and airports seen from orbit."
 
 
-@dataclass
-class Proc:
-    code: int
-    out: str
-    err: str
-
-    def error_line(self) -> str:
-        assert self.code == 1, (self.code, self.out[-500:], self.err[-2000:])
-        assert "Traceback" not in self.err + self.out, self.err[-2000:]
-        lines = self.err.strip().splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("error: "), lines[0]
-        return lines[0]
-
-
-def _run_all(commands: dict[str, list[str]], env: dict[str, str]) -> dict[str, Proc]:
-    procs = {name: subprocess.Popen([sys.executable, "-m", "council", *args], cwd=ROOT, env=env, text=True,
-                                    encoding="utf-8", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name, args in commands.items()}
-    done = {}
-    for name, p in procs.items():
-        try:
-            out, err = p.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, err = p.communicate()
-        done[name] = Proc(p.returncode, out, err)
-    return done
 
 
 def _claim(text: str, confidence: float, cites: list[tuple[str, str]] = ()) -> dict:
@@ -103,44 +73,37 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+def cli(tmp_path_factory: pytest.TempPathFactory, scripted_module: Any) -> Iterator[Cli]:
     tmp = tmp_path_factory.mktemp("cli-reconcile")
-    env = dict(os.environ)
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="250", NO_COLOR="1", PYTHONIOENCODING="utf-8",
-               COUNCIL_DB=str(tmp / "default.db"))
-    for var in ("COUNCIL_CONFIG", "FORCE_COLOR", "PYTHONWARNINGS"):
-        env.pop(var, None)
-    server = ScriptedServer(_script()).start()
+    env = cli_env(tmp / "default.db")
+    server = scripted_module(_script())
+    cfg = tmp / "council.toml"
+    cfg.write_text(to_toml(panel_config(server.base_url)), encoding="utf-8")  # embedding: default (auto)
+    report = tmp / "report.txt"
+    report.write_text(f"{ISS}\n\n{WIDTH}\n", encoding="utf-8")
+    atlas = tmp / "atlas.txt"
+    atlas.write_text("Mount Everest rises 8,849 m above sea level, more than any other mountain.\n", encoding="utf-8")
+    db = tmp / "council.db"
+    common = ["--config", str(cfg), "--db", str(db)]
+    runs = run_all({
+        "ask": ["ask", GREAT_WALL, *common, "--source", str(report)],
+        "check": ["check-one", EVEREST, *common, "--source", str(atlas), "--json"],
+    }, env)
+    m = re.search(r"^run ([0-9a-f]{32}) · total cost", runs["ask"].out, re.M)
+    ask_id = m.group(1) if m else None
     try:
-        cfg = tmp / "council.toml"
-        cfg.write_text(to_toml(panel_config(server.base_url)), encoding="utf-8")  # embedding: default (auto)
-        report = tmp / "report.txt"
-        report.write_text(f"{ISS}\n\n{WIDTH}\n", encoding="utf-8")
-        atlas = tmp / "atlas.txt"
-        atlas.write_text("Mount Everest rises 8,849 m above sea level, more than any other mountain.\n", encoding="utf-8")
-        db = tmp / "council.db"
-        common = ["--config", str(cfg), "--db", str(db)]
-        runs = _run_all({
-            "ask": ["ask", GREAT_WALL, *common, "--source", str(report)],
-            "check": ["check-one", EVEREST, *common, "--source", str(atlas), "--json"],
-        }, env)
-        m = re.search(r"^run ([0-9a-f]{32}) · total cost", runs["ask"].out, re.M)
-        ask_id = m.group(1) if m else None
-        try:
-            check_id = json.loads(runs["check"].out)["run_id"]
-        except (ValueError, KeyError):
-            check_id = None
-        prov_out = tmp / "run.prov.json"
-        wave2: dict[str, list[str]] = {}
-        if check_id:
-            wave2["feedback"] = ["feedback", check_id[:10], "supported", "--db", str(db), "--note", "atlas"]
-            wave2["feedback_bad"] = ["feedback", check_id, "MAYBE", "--db", str(db)]
-        if ask_id:
-            wave2["prov"] = ["graph", ask_id, "--format", "prov-json", "--out", str(prov_out), "--db", str(db)]
-        runs |= _run_all(wave2, env)
-        yield Cli(db, prov_out, runs, ask_id, check_id)
-    finally:
-        server.stop()
+        check_id = json.loads(runs["check"].out)["run_id"]
+    except (ValueError, KeyError):
+        check_id = None
+    prov_out = tmp / "run.prov.json"
+    wave2: dict[str, list[str]] = {}
+    if check_id:
+        wave2["feedback"] = ["feedback", check_id[:10], "supported", "--db", str(db), "--note", "atlas"]
+        wave2["feedback_bad"] = ["feedback", check_id, "MAYBE", "--db", str(db)]
+    if ask_id:
+        wave2["prov"] = ["graph", ask_id, "--format", "prov-json", "--out", str(prov_out), "--db", str(db)]
+    runs |= run_all(wave2, env)
+    yield Cli(db, prov_out, runs, ask_id, check_id)
 
 
 def _rows(out: str, title: str) -> list[list[str]]:
@@ -205,7 +168,7 @@ def test_feedback_records_the_label(cli: Cli) -> None:
 
 
 def test_feedback_with_a_bad_label_is_one_error_line(cli: Cli) -> None:
-    line = cli.runs["feedback_bad"].error_line()
+    line = cli.runs["feedback_bad"].error_line(code=1)
     assert "'MAYBE'" in line and "must be SUPPORTED, REFUTED or NOT_ENOUGH_INFO" in line
 
 

@@ -107,16 +107,13 @@ class MainRun:
 
 
 @pytest.fixture(scope="module")
-def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MainRun]:
+def main(tmp_path_factory: pytest.TempPathFactory, scripted_module: Any) -> Iterator[MainRun]:
     slow = {name: model_script(name, latency=0.3) for name in ("m-a", "m-b", "m-c")}
     script = with_tokens(panel_script(**slow, judge=judge_by_position()))
-    server = ScriptedServer(script).start()
+    server = scripted_module(script)
     url = f"sqlite:///{tmp_path_factory.mktemp('engine') / 'main.db'}"
-    try:
-        result = Council(panel_config(server.base_url), db=url).ask(GREAT_WALL)
-        yield MainRun(server, url, result)
-    finally:
-        server.stop()
+    result = Council(panel_config(server.base_url), db=url).ask(GREAT_WALL)
+    yield MainRun(server, url, result)
 
 
 def test_members_are_asked_in_parallel(main: MainRun) -> None:

@@ -12,13 +12,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 import pytest
-from sqlalchemy import create_engine, text
 
+from support import Proc, cli_env, fresh_pg_database, run_all
 from council import Store
 from council.calls.answers import Claim, MemberAnswer, MemberFailure
 from council.config.catalog import ModelEntry
@@ -31,7 +30,6 @@ from council.calls.records import CallRecord
 from council.deliberation.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_HOST = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 MEMBER_POLICY = TaskPolicy(name="fact_check", panel_size=3, quorum=2)
 ADJ_POLICY = TaskPolicy(name="adjudication", panel_size=1, quorum=1)
@@ -140,18 +138,6 @@ def fill(store: Store) -> None:
     store.add_feedback("r3", "SUPPORTED", "checked by hand")
 
 
-@pytest.fixture(scope="module")
-def pg_base() -> str:
-    try:
-        engine = create_engine(PG_HOST, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_HOST}: {type(exc).__name__}")
-    return PG_HOST
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def known(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     """The store of ``fill``, on SQLite and on PostgreSQL (a schema of its own, dropped afterwards)."""
@@ -161,20 +147,11 @@ def known(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield store
         store.engine.dispose()
         return
-    base = request.getfixturevalue("pg_base")
-    schema = f"council_mon_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        store = Store(f"{base}?options=-csearch_path%3D{schema}")
+    with fresh_pg_database() as url:
+        store = Store(url)
         fill(store)
         yield store
         store.engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def by_model(rows: list[ModelStats]) -> dict[str, ModelStats]:
@@ -383,7 +360,7 @@ def test_run_result_frames(known: Store) -> None:
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Proc]:
     """Every ``council stats`` invocation of the tests, run concurrently on one SQLite copy of the store."""
     tmp = tmp_path_factory.mktemp("stats-cli")
     url = f"sqlite:///{tmp / 'cli.db'}"
@@ -398,23 +375,14 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
         "bad_since": ["--db", url, "--since", "last tuesday"],
         "bad_by": ["--db", url, "--by", "month"],
     }
-    env = dict(os.environ)
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="250", NO_COLOR="1", COUNCIL_DB=str(tmp / "default.db"))
-    env.pop("COUNCIL_CONFIG", None)
-    procs = {name: subprocess.Popen([sys.executable, "-m", "council", "stats", *args], cwd=ROOT, env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name, args in commands.items()}
-    done = {}
-    for name, p in procs.items():
-        out, err = p.communicate(timeout=120)
-        done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
-    return done
+    return run_all({name: ["stats", *args] for name, args in commands.items()}, cli_env(tmp / "default.db"))
 
 
-def test_cli_table(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+def test_cli_table(cli_runs: dict[str, Proc]) -> None:
     proc = cli_runs["table"]
-    assert proc.returncode == 0, proc.stderr
+    assert proc.code == 0, proc.err
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
-            for line in proc.stdout.splitlines() if line.startswith("│")}
+            for line in proc.out.splitlines() if line.startswith("│")}
     assert list(rows) == ["judge", "m-a", "m-b", "m-c"]
     # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95
     assert rows["m-a"] == ["3", "5", "0%", "0%", "0%", "1", "0.75 (3/4)", "0.00 (0/1)", "75%", "0.005000", "0.23",
@@ -422,13 +390,13 @@ def test_cli_table(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> Non
     assert rows["m-b"][:9] == ["3", "4", "50%", "33%", "0%", "0", "1.00 (2/2)", "1.00 (1/1)", "50%"]
     assert rows["m-c"][6:8] == ["0.00 (0/1)", "-"]
     assert rows["judge"][6:9] == ["-", "-", "-"]
-    assert "3 runs from the first run to now: 1 degraded, 0 failed, total cost $0.014400" in " ".join(proc.stdout.split())
+    assert "3 runs from the first run to now: 1 degraded, 0 failed, total cost $0.014400" in " ".join(proc.out.split())
 
 
-def test_cli_json_has_the_api_numbers(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+def test_cli_json_has_the_api_numbers(cli_runs: dict[str, Proc]) -> None:
     proc = cli_runs["json"]
-    assert proc.returncode == 0, proc.stderr
-    payload = json.loads(proc.stdout)
+    assert proc.code == 0, proc.err
+    payload = json.loads(proc.out)
     assert (payload["runs"], payload["degraded_runs"], payload["since"], payload["model"]) == (3, 1, None, None)
     got = {row["model"]: ModelStats.model_validate(row) for row in payload["models"]}
     store = Store(proc.args[proc.args.index("--db") + 1])
@@ -436,19 +404,19 @@ def test_cli_json_has_the_api_numbers(cli_runs: dict[str, subprocess.CompletedPr
     store.engine.dispose()
 
 
-def test_cli_filters(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+def test_cli_filters(cli_runs: dict[str, Proc]) -> None:
     proc = cli_runs["filtered"]
-    assert proc.returncode == 0, proc.stderr
-    payload = json.loads(proc.stdout)
+    assert proc.code == 0, proc.err
+    payload = json.loads(proc.out)
     assert payload["since"] == "2025-03-02T00:00:00Z" and payload["model"] == "m-c"
     assert payload["runs"] == 2
     assert [(r["model"], r["calls"], r["seat_failure_rate"]) for r in payload["models"]] == [("m-c", 1, 1.0)]
 
 
-def test_cli_by_day(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+def test_cli_by_day(cli_runs: dict[str, Proc]) -> None:
     proc = cli_runs["by_day"]
-    assert proc.returncode == 0, proc.stderr
-    periods = [line.split("│")[1].strip() for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert proc.code == 0, proc.err
+    periods = [line.split("│")[1].strip() for line in proc.out.splitlines() if line.startswith("│")]
     assert periods == ["2025-03-01"] * 4 + ["2025-03-02"] * 3 + ["2025-03-04"] * 2
 
 
@@ -456,13 +424,13 @@ def test_cli_by_day(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> No
     ("bad_since", "error: cannot read 'last tuesday' as a date"),
     ("bad_by", "error: unknown period 'month'"),
 ])
-def test_cli_bad_input_is_one_error_line(cli_runs: dict[str, subprocess.CompletedProcess[str]], name: str,
+def test_cli_bad_input_is_one_error_line(cli_runs: dict[str, Proc], name: str,
                                          message: str) -> None:
     proc = cli_runs[name]
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert proc.code == 1
+    assert "Traceback" not in proc.err
+    lines = proc.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), proc.err
 
 
 def test_stats_command_stays_light(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from council import Council, RunResult, Store
 from council.deliberation.clusters import strip_negation
 from council.errors import InputError, RunNotFound
 from council.provenance.graph import to_prov
-from council.testing import ScriptedServer
+from support import CapturingServer
 from council.deliberation.verdict import Verdict
 
 LABELS = ("SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO")
@@ -97,34 +97,10 @@ def node_calls(result: RunResult, node: str) -> list[Any]:
     return sorted((c for c in result.calls if c.node == node), key=lambda c: c.attempt)
 
 
-class CapturingServer(ScriptedServer):
-    """The scripted server, also keeping every chat request body it received (to read the prompts)."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.bodies: list[dict[str, Any]] = []
-
-    async def _complete(self, model: str, body: dict[str, Any], note: dict[str, Any]) -> Any:
-        self.bodies.append(body)
-        return await super()._complete(model, body, note)
-
-    def prompts(self, model: str) -> list[tuple[str, str]]:
-        """(system, user) of every request to ``model``."""
-        return [(b["messages"][0]["content"], b["messages"][1]["content"]) for b in self.bodies if b["model"] == model]
-
-
 @pytest.fixture
-def capturing() -> Iterator[Callable[[dict[str, Any]], CapturingServer]]:
-    servers: list[CapturingServer] = []
-
-    def start(script: dict[str, Any]) -> CapturingServer:
-        srv = CapturingServer(script).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in servers:
-        srv.stop()
+def capturing(scripted: Callable[..., Any]) -> Callable[[dict[str, Any]], CapturingServer]:
+    """``scripted``, with servers that keep the request bodies they received."""
+    return lambda script: scripted(script, server_class=CapturingServer)
 
 
 # ------------------------------------------------------------------------------ contested -> adjudicator

@@ -1,7 +1,7 @@
 """Tests of council.store: migrations, the write/read round trip, run ids, errors, and no secret stored.
 
 The round-trip tests run on SQLite and, when a driver is installed and the server answers, on PostgreSQL at
-postgresql://postgres@127.0.0.1:5432/test (in a schema of their own, dropped afterwards).
+127.0.0.1:5432 (in a fresh database of their own, dropped afterwards).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
 from council.store import db as store_module
 from council.calls.answers import Citation, Claim, MemberAnswer, MemberFailure
@@ -26,54 +26,10 @@ from council.deliberation.verdict import FailedMember, Verdict
 
 from conftest import GREAT_WALL, panel_config, panel_script
 
-PG_HOST = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-def _pg_driver() -> str | None:
-    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
-        return dialect
-    return None
-
-
-@pytest.fixture(scope="module")
-def pg_base() -> Iterator[str]:
-    """The PostgreSQL server URL with an installed driver, or a skip saying why not."""
-    dialect = _pg_driver()
-    if dialect is None:
-        pytest.skip("no PostgreSQL driver installed (pip install 'psycopg[binary]')")
-    url = PG_HOST.replace("postgresql", dialect, 1)
-    engine = create_engine(url, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_HOST}: {type(exc).__name__}")
-    finally:
-        engine.dispose()
-    yield url
-
-
-@pytest.fixture
-def pg_url(pg_base: str) -> Iterator[str]:
-    """A URL whose tables live in a fresh schema of their own; the schema is dropped afterwards."""
-    schema = f"council_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{pg_base}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,187 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py): the CLI harness, the batch scripts
+and inputs, counting rows, a fresh PostgreSQL database, and a scripted server that keeps request bodies.
+
+Test modules import these from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from conftest import answer, panel_config, ruling
+from council.testing import ScriptedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+DISPUTED = "DISPUTED"
+
+
+# ------------------------------------------------------------------------------------------ the CLI harness
+
+@dataclass
+class Proc:
+    """A finished ``python -m council ...`` process."""
+
+    argv: list[str]
+    code: int
+    out: str
+    err: str
+
+    def error_line(self, code: int | None = None) -> str:
+        """The one line on stderr, asserting that there is exactly one, it is an error, and no traceback
+        (and that the exit code is ``code``, when given; else any failure)."""
+        assert self.code != 0, f"exit 0 for {self.argv[3:5]}: {self.out[-500:]}"
+        assert code is None or self.code == code, (self.code, self.out[-500:], self.err[-2000:])
+        assert "Traceback" not in self.err + self.out, self.err[-2000:]
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1, f"stderr has {len(lines)} lines:\n{self.err[-2000:]}"
+        assert lines[0].startswith("error: "), lines[0]
+        return lines[0]
+
+    def result(self) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr), asserting that nothing crashed with a traceback."""
+        assert "Traceback" not in self.err, self.err[-3000:]
+        return self.code, self.out, self.err
+
+
+def cli_env(db: Path, *, columns: int = 250, **extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: no config and no key from the developer's shell, ``db`` as the
+    default database, a fixed terminal width, no colour."""
+    env = dict(os.environ)
+    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS=str(columns), COUNCIL_DB=str(db), NO_COLOR="1",
+               PYTHONIOENCODING="utf-8", **extra)
+    for var in ("COUNCIL_CONFIG", "OPENAI_API_KEY", "FORCE_COLOR", "PYTHONWARNINGS"):
+        env.pop(var, None)
+    return env
+
+
+def start(args: list[str], env: dict[str, str], module: str = "council") -> subprocess.Popen[str]:
+    """Start ``python -m <module> <args>`` from the repository root."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True, encoding="utf-8",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 180) -> Proc:
+    """Wait for ``proc`` (killed after ``timeout`` seconds) and return what it did."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return Proc([str(a) for a in proc.args], proc.returncode, out, err)  # type: ignore[union-attr]
+
+
+def run_all(commands: dict[str, list[str]], env: dict[str, str], timeout: float = 180) -> dict[str, Proc]:
+    """Start every command at once, then wait for all of them."""
+    procs = {name: start(args, env) for name, args in commands.items()}
+    return {name: finish(p, timeout) for name, p in procs.items()}
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+def members_script(latency: float = 0.05, judge_faults: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    """Members agree (SUPPORTED) on every claim, except claims containing DISPUTED, where they split and the
+    adjudicator is asked; by default it fails on those, so they end contested."""
+    def member(label: str) -> dict[str, Any]:
+        return {"latency": latency, **extra, "answers": [
+            {"match": DISPUTED, "content": answer(f"It is {label.lower()}.", [(f"Disputed, says {label}.", 0.7)], label)},
+            {"content": answer("It is true.", [("The claim is true.", 0.9)], "SUPPORTED")},
+        ]}
+    faults = judge_faults if judge_faults is not None else [{"kind": "500", "rate": 1.0, "match": DISPUTED}]
+    return {"seed": 5, "models": {
+        "m-a": member("SUPPORTED"), "m-b": member("REFUTED"), "m-c": member("REFUTED"), "m-spare": member("SUPPORTED"),
+        "judge": {"latency": latency, **extra, "answers": [{"content": ruling("Supported.", ["C1"], label="SUPPORTED")}],
+                  "faults": faults},
+    }}
+
+
+def batch_config(base_url: str, **policy: dict[str, Any]) -> dict[str, Any]:
+    cfg = panel_config(base_url, **policy)
+    cfg["embedding"] = "lexical"  # no wordllama load: the batch tests are about the batch, and fast
+    return cfg
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def claims(n: int, prefix: str = "c") -> list[dict[str, str]]:
+    return [{"id": f"{prefix}{i}", "claim": f"Bridge number {i} opened in {1900 + i}."} for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+def db_rows(db: str | Path, sql: str, **params: Any) -> list[Any]:
+    """Rows of ``sql`` in the database ``db`` (a URL, or a SQLite file path), read without opening a
+    ``Store`` (no migration, no lock: other processes may be writing)."""
+    from sqlalchemy import create_engine
+
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def sent_records(db: str | Path) -> int:
+    """Call records of requests that were sent (``skipped`` ones never left the process)."""
+    return db_rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0]
+
+
+def assert_one_record_per_call(db: str | Path, server: Any) -> None:
+    assert sent_records(db) == server.stats()["total_requests"]
+    assert not db_rows(db, "SELECT call_id FROM calls WHERE status = 'pending'")
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server at 127.0.0.1:5432 (dropped afterwards), or a skip
+    saying why there is none."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"council_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG_SERVER}: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{PG_SERVER}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------------------------------ servers
+
+class CapturingServer(ScriptedServer):
+    """The scripted server, also keeping every chat request body it received (to read the prompts)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.bodies: list[dict[str, Any]] = []
+
+    async def _complete(self, model: str, body: dict[str, Any], note: dict[str, Any]) -> Any:
+        self.bodies.append(body)
+        return await super()._complete(model, body, note)
+
+    def prompts(self, model: str) -> list[tuple[str, str]]:
+        """(system, user) of every request to ``model``."""
+        return [(b["messages"][0]["content"], b["messages"][1]["content"]) for b in self.bodies if b["model"] == model]
