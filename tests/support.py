@@ -134,7 +134,7 @@ def db_rows(db: str | Path, sql: str, **params: Any) -> list[Any]:
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
     try:
         with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql), params)]
+            return list(conn.execute(text(sql), params))
     finally:
         engine.dispose()
 

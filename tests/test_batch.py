@@ -18,7 +18,7 @@ from support import (DISPUTED, assert_one_record_per_call, batch_config, claims,
 from council.batch.runner import acheck_many, check_many
 from council.batch.input import read_claims
 from council.calls.budget import Budget
-from council.errors import InputError
+from council.errors import BudgetExceeded, InputError
 from council.store.db import Store
 
 # ------------------------------------------------------------------------------------------- reading input
@@ -230,13 +230,17 @@ def test_budget_draws_from_its_parent_and_never_overspends() -> None:
     batch = Budget(1.0)
     run = Budget(0.6, parent=batch)
     held = run.reserve(0.5)
-    assert held is not None and batch.remaining_usd == pytest.approx(0.5)
-    assert run.reserve(0.2) is None  # over the run's own limit
+    assert batch.remaining_usd == pytest.approx(0.5)
+    with pytest.raises(BudgetExceeded):
+        run.reserve(0.2)  # over the run's own limit
     other = batch.reserve(0.5)
-    assert other is not None and Budget(1.0, parent=batch).reserve(0.01) is None  # the batch is fully held
+    assert other.amount == 0.5
+    with pytest.raises(BudgetExceeded):
+        Budget(1.0, parent=batch).reserve(0.01)  # the batch is fully held
     run.settle(held, 0.1)
     assert batch.spent_usd == pytest.approx(0.1) and batch.remaining_usd == pytest.approx(0.4)
-    assert Budget(1.0, spent_usd=0.9).reserve(0.2) is None
+    with pytest.raises(BudgetExceeded):
+        Budget(1.0, spent_usd=0.9).reserve(0.2)
 
 
 def test_leases_are_atomic_and_expired_or_orphaned_ones_are_taken_over(db_url: str, tmp_path: Path) -> None:

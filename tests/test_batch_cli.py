@@ -146,6 +146,6 @@ def test_processes_split_the_batch_and_the_budget(scripted, tmp_path: Path) -> N
     summary = json.loads(out)
     assert summary["counts"].get("skipped_budget", 0) > 0 and summary["budget_exhausted"]
     spent = db_rows(db, "SELECT SUM(c.cost_usd) FROM calls c JOIN batch_items i ON i.run_id = c.run_id "
-                      "WHERE i.batch_id = ?", summary["batch_id"])[0][0]
+                      "WHERE i.batch_id = :b", b=summary["batch_id"])[0][0]
     assert 0 < spent <= 0.02 and abs(summary["total_cost_usd"] - spent) < 1e-9
     assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]

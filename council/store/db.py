@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +126,7 @@ class Store:
     sets it: the aggregate reads every stored answer, and thousands of councils need not each redo it."""
 
     def __init__(self, url: str | None = None) -> None:
+        self._deferred, self._intents = [], set()
         self.url = _with_driver(url or default_db_url())
         if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
             folder = Path(self.url.removeprefix("sqlite:///")).parent
@@ -156,22 +157,46 @@ class Store:
         except Exception:
             return "<invalid database URL>"
 
+    # Rows that may wait for the next transaction (see ``add_call`` and ``add_reconciliation``): written
+    # first in whatever transaction this store begins next, and before any read, so that a council makes
+    # fewer commits (each commit is a round of SQLAlchemy's Python layer and, on SQLite, a WAL write).
+    _deferred: list[tuple[type[SQLModel], dict[str, Any]]]
+    _intents: set[str]
+
     @contextmanager
     def begin(self, action: str = "write to") -> Iterator[Connection]:
-        """A connection in a transaction (committed when the block ends); SQLAlchemy errors become
-        ``StoreError("cannot <action> <url>: ...")``."""
-        with store_errors(action, self.safe_url), self.engine.begin() as conn:
-            yield conn
+        """A connection in a transaction (committed when the block ends), which also writes the deferred
+        rows; SQLAlchemy errors become ``StoreError("cannot <action> <url>: ...")``. If the transaction
+        fails, the deferred rows are kept for the next one."""
+        deferred, self._deferred = self._deferred, []
+        try:
+            with store_errors(action, self.safe_url), self.engine.begin() as conn:
+                if deferred:
+                    self._upsert(conn, deferred)
+                yield conn
+        except BaseException:
+            self._deferred[:0] = deferred
+            raise
+
+    def flush(self) -> None:
+        """Write the deferred rows now."""
+        if self._deferred:
+            with self.begin():
+                pass
 
     @contextmanager
     def connect(self, action: str = "read from") -> Iterator[Connection]:
-        """A connection for reads; SQLAlchemy errors become ``StoreError``."""
+        """A connection for reads (deferred rows are written first); SQLAlchemy errors become
+        ``StoreError``."""
+        self.flush()
         with store_errors(action, self.safe_url), self.engine.connect() as conn:
             yield conn
 
     @contextmanager
     def session(self, action: str = "read from") -> Iterator[Session]:
-        """An ORM session for reads; SQLAlchemy errors become ``StoreError``."""
+        """An ORM session for reads (deferred rows are written first); SQLAlchemy errors become
+        ``StoreError``."""
+        self.flush()
         with store_errors(action, self.safe_url), Session(self.engine) as s:
             yield s
 
@@ -199,9 +224,14 @@ class Store:
         return applied
 
     def _write(self, *rows: SQLModel | tuple[type[SQLModel], dict[str, Any]]) -> None:
-        """Upsert ``rows`` in one transaction: insert each, or replace the row with its primary key. A row
-        is a table object, or (table class, column values) for the hot paths (building a SQLModel object
-        only to read its values back costs more than the write itself)."""
+        """Upsert ``rows`` in one transaction (with any deferred rows): insert each, or replace the row with
+        its primary key. A row is a table object, or (table class, column values) for the hot paths
+        (building a SQLModel object only to read its values back costs more than the write itself)."""
+        with self.begin() as conn:
+            self._upsert(conn, rows)
+
+    def _upsert(self, conn: Connection, rows: Iterable[SQLModel | tuple[type[SQLModel], dict[str, Any]]]) -> None:
+        """Upsert ``rows`` on ``conn``, one statement per table; a later row with the same primary key wins."""
         by_table: dict[Any, tuple[type[SQLModel], dict[tuple[Any, ...], dict[str, Any]]]] = {}
         for row in rows:
             if isinstance(row, tuple):
@@ -213,16 +243,15 @@ class Store:
             table = model.__table__  # type: ignore[attr-defined]
             keyed = by_table.setdefault(table, (model, {}))[1]
             keyed[tuple(values[c.name] for c in table.primary_key.columns)] = values
-        with self.begin() as conn:
-            for table, (model, keyed) in by_table.items():
-                stmt = _upsert(conn.dialect.name, table)
-                if stmt is not None:
-                    conn.execute(stmt, list(keyed.values()))
-                    continue
-                with Session(bind=conn) as s:  # databases without ON CONFLICT: the ORM's merge
-                    for values in keyed.values():
-                        s.merge(model(**values))
-                    s.flush()
+        for table, (model, keyed) in by_table.items():
+            stmt = _upsert(conn.dialect.name, table)
+            if stmt is not None:
+                conn.execute(stmt, list(keyed.values()))
+                continue
+            with Session(bind=conn) as s:  # databases without ON CONFLICT: the ORM's merge
+                for values in keyed.values():
+                    s.merge(model(**values))
+                s.flush()
 
     # writes -------------------------------------------------------------------------------------
     def start_run(
@@ -275,9 +304,17 @@ class Store:
                 raise StoreError(f"call {record.call_id} of run {record.run_id} is already recorded: "
                                  "is another process running the same run?") from None
             raise
+        self._intents.add(record.call_id)
 
     def add_call(self, record: CallRecord) -> None:
-        """Write one call record (idempotent on ``call_id``)."""
+        """Write one call record (idempotent on ``call_id``). The final record of an attempt whose
+        ``pending`` record was written ahead (``add_call_intent``) rides with the next transaction: until
+        then the pending record stands for it, so a crash in between still leaves exactly one record of the
+        attempt (``interrupted``, as for any call cut short)."""
+        if record.call_id in self._intents:
+            self._intents.discard(record.call_id)
+            self._deferred.append((CallRow, record.model_dump()))
+            return
         self._write((CallRow, record.model_dump()))
 
     def add_answer(self, answer: MemberAnswer) -> None:
@@ -292,7 +329,8 @@ class Store:
         return (ClaimRow, claim_values(c, position))
 
     def add_reconciliation(self, run_id: str, answers: list[MemberAnswer], clusters: list[ClaimCluster]) -> None:
-        """Store the clusters, and each claim's cluster and verified citations."""
+        """Store the clusters, and each claim's cluster and verified citations. Derived data: the rows ride
+        with the next transaction (a resumed run drops and rebuilds them anyway)."""
         rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
             self._claim_row(c, i) for a in answers for i, c in enumerate(a.claims)]
         rows += [
@@ -300,7 +338,7 @@ class Store:
                               settled_by=k.settled_by, support=k.support, body_json=k.model_dump_json()))
             for k in clusters
         ]
-        self._write(*rows)
+        self._deferred.extend(rows)
 
     def add_feedback(self, run_id: str, label: str, note: str = "") -> None:
         """Record a human's ground-truth label for a fact-check run (replaces an earlier one)."""
