@@ -402,6 +402,7 @@ async def acheck_many(
     # Without a limit the budget only measures what this invocation spends.
     budget = Budget(float("inf"))
     council = Council(config, db=db, budget=budget)
+    council.preflight("check")  # a config that cannot serve the batch records nothing
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
     bid = parsed.batch_id

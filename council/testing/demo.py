@@ -247,7 +247,9 @@ def demo_panel(database: str | None = None, *, seed: int = 7) -> tuple[ScriptedS
         folder = tempfile.mkdtemp(prefix="council-demo-")
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         database = f"sqlite:///{Path(folder) / 'council.db'}"
-    elif "://" not in database:
-        database = f"sqlite:///{Path(database).expanduser().resolve()}"
+    else:
+        from council.store.db import resolve_db_url
+
+        database = resolve_db_url(database)
     srv = ScriptedServer(demo_script(seed)).start()
     return srv, demo_config(srv.base_url, database)
