@@ -41,6 +41,7 @@ __all__ = [
     "EVEREST",
     "GREAT_WALL",
     "demo_config",
+    "demo_config_toml",
     "demo_panel",
     "demo_script",
 ]
@@ -231,6 +232,34 @@ def demo_config(base_url: str, database: str | None = None) -> dict[str, Any]:
     if database is not None:
         tables["database"] = database
     return tables
+
+
+def _toml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def demo_config_toml(base_url: str, database: str | None = None) -> str:
+    """:func:`demo_config` as the text of a config file (what ``python -m council.testing.server --example
+    --write-config FILE`` writes). ``database`` may be a relative path: relative to the config file."""
+    tables = demo_config(base_url, database)
+    lines = ["# The scripted demonstration panel (python -m council.testing.server --example): no API key needed.",
+             "# Point the models' api_base at real OpenAI-compatible servers, or replace them, for real work."]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
+    for section in ("models", "policies"):
+        for name, table in tables[section].items():
+            lines.append(f"\n[{section}.{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
 
 
 def demo_panel(database: str | None = None, *, seed: int = 7) -> tuple[ScriptedServer, dict[str, Any]]:

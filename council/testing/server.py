@@ -31,7 +31,9 @@ record then has status 499.
 
 Command line: ``python -m council.testing.server --script FILE [--host 127.0.0.1] [--port N]`` prints
 exactly one line, ``listening on http://127.0.0.1:N/v1``, and serves until SIGINT/SIGTERM. A bad script
-prints one error line on stderr and exits with status 2.
+prints one error line on stderr and exits with status 2. ``--example`` plays the shipped demonstration
+panel instead (:mod:`council.testing.demo`), and ``--write-config FILE`` then writes a council config for
+it (on the port actually bound) before the line is printed.
 
 Importing this module starts nothing and reads no environment.
 """
@@ -441,10 +443,19 @@ class ScriptedServer:
 
 # --------------------------------------------------------------------- command line
 
-async def _serve_until_signalled(server: ScriptedServer) -> None:
+async def _serve_until_signalled(server: ScriptedServer, write_config: str | None = None) -> None:
+    import os
     import signal
 
     await server.astart()
+    if write_config is not None:
+        from .demo import demo_config_toml
+
+        # Written once listening (a script can wait for the file), atomically (never half a file).
+        target = Path(write_config)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(demo_config_toml(server.base_url, database=f"{target.stem}.db"), encoding="utf-8")
+        os.replace(tmp, target)
     print(f"listening on {server.base_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -462,17 +473,31 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m council.testing.server",
         description="Serve a scripted OpenAI-compatible chat API on loopback until SIGINT/SIGTERM.",
     )
-    parser.add_argument("--script", required=True, help="script file (.toml or .json)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--script", help="script file (.toml or .json)")
+    what.add_argument("--example", action="store_true",
+                      help="play the shipped demonstration panel (council.testing.demo: atlas, borealis, cirrus, "
+                           "dune and the adjudicator judge)")
+    parser.add_argument("--write-config", metavar="FILE",
+                        help="with --example: once listening, write a council config for the panel to FILE (its "
+                             "database: FILE's name with .db, next to it)")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     args = parser.parse_args(argv)
+    if args.write_config and not args.example:
+        parser.error("--write-config goes with --example")
     try:
-        server = ScriptedServer(args.script, host=args.host, port=args.port)
+        if args.example:
+            from .demo import demo_script
+
+            server = ScriptedServer(demo_script(), host=args.host, port=args.port)
+        else:
+            server = ScriptedServer(args.script, host=args.host, port=args.port)
     except ValueError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve_until_signalled(server))
+        asyncio.run(_serve_until_signalled(server, args.write_config))
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
