@@ -42,6 +42,7 @@ __all__ = [
     "GREAT_WALL",
     "demo_config",
     "demo_config_toml",
+    "script_config",
     "demo_panel",
     "demo_script",
 ]
@@ -248,11 +249,34 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
-def demo_config_toml(base_url: str, database: str | None = None) -> str:
-    """:func:`demo_config` as the text of a config file (what ``python -m council.testing.server --example
-    --write-config FILE`` writes). ``database`` may be a relative path: relative to the config file."""
-    tables = demo_config(base_url, database)
-    lines = ["# The scripted demonstration panel (python -m council.testing.server --example): no API key needed.",
+def script_config(models: list[str], base_url: str, adjudicator: str, database: str | None = None) -> dict[str, Any]:
+    """Config tables for any script served at ``base_url``: every model is a catalog entry (price 0),
+    ``adjudicator`` is the adjudication policy's only model and the others are the members (a panel of up
+    to three, quorum up to two). ValueError when ``adjudicator`` is not one of ``models`` or no member is left."""
+    if adjudicator not in models:
+        raise ValueError(f"the adjudicator {adjudicator!r} is not a model of the script ({', '.join(models)})")
+    members = [m for m in models if m != adjudicator]
+    if not members:
+        raise ValueError("the script needs at least one member besides the adjudicator")
+    entry = (lambda name: {"model": f"openai/{name}", "api_base": base_url, "provider": f"scripted-{name}",
+                           "input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0})
+    member_policy = {"allowed_models": members, "panel_size": min(3, len(members)), "quorum": min(2, len(members))}
+    tables: dict[str, Any] = {
+        "models": {name: entry(name) for name in models},
+        "policies": {"research": dict(member_policy), "fact_check": dict(member_policy),
+                     "adjudication": {"allowed_models": [adjudicator]}},
+    }
+    if database is not None:
+        tables = {"database": database, **tables}
+    return tables
+
+
+def demo_config_toml(base_url: str, database: str | None = None, tables: dict[str, Any] | None = None) -> str:
+    """:func:`demo_config` (or the given ``tables``) as the text of a config file: what ``python -m
+    council.testing.server --write-config FILE`` writes. ``database`` may be a relative path: relative to
+    the config file."""
+    tables = tables if tables is not None else demo_config(base_url, database)
+    lines = ["# A config for the scripted server (python -m council.testing.server): no API key needed.",
              "# Point the models' api_base at real OpenAI-compatible servers, or replace them, for real work."]
     lines += [f"{k} = {_toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
     for section in ("models", "policies"):
