@@ -170,6 +170,13 @@ async def aclose() -> None:
     if _litellm is None:
         return
     await _litellm.close_litellm_async_clients()
+    await stop_logging_worker()
+
+
+async def stop_logging_worker() -> None:
+    """Flush and stop litellm's logging worker if its task runs on this loop (it restarts by itself on the
+    next call). A loop that ends without cancelling its tasks (not ``asyncio.run``) would otherwise print
+    "Task was destroyed but it is pending!" when the task is garbage-collected."""
     import sys
 
     module = sys.modules.get("litellm.litellm_core_utils.logging_worker")

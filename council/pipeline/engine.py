@@ -6,7 +6,9 @@ import asyncio
 import base64
 import mimetypes
 import os
+import sys
 import uuid
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,8 @@ from council.deliberation.verdict import Verdict
 __all__ = ["Council", "RunResult", "ask", "check"]
 
 _MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_RUNS_IN_FLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+"""Runs of ``arun`` in progress per event loop (litellm's logging worker is stopped when none is left)."""
 Sources = list[str | os.PathLike[str]] | None
 
 
@@ -228,7 +232,15 @@ class Council:
             image=_image_part(image) if image is not None else None, sources=load_sources(sources),
             created_at=datetime.now(UTC),
         )
-        await self._invoke(request)
+        loop = asyncio.get_running_loop()
+        _RUNS_IN_FLIGHT[loop] = _RUNS_IN_FLIGHT.get(loop, 0) + 1
+        try:
+            await self._invoke(request)
+        finally:
+            _RUNS_IN_FLIGHT[loop] -= 1
+            if not _RUNS_IN_FLIGHT[loop] and "council.calls.gateway" in sys.modules:
+                # The caller's loop may end without cancelling what is left on it: leave nothing pending.
+                await sys.modules["council.calls.gateway"].stop_logging_worker()
         return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
 
     async def _invoke(self, request: Any) -> dict[str, Any]:
@@ -246,6 +258,8 @@ class Council:
 
         from council.store.resume import interrupt_pending
 
+        if self._store is None or not self._store.opened:
+            return  # refused before it reached the store: there is nothing to mark, and nothing to create
         try:
             # A call in flight when the run stopped was sent: its pending record stays, as interrupted.
             interrupt_pending(self.store, run_id)

@@ -186,6 +186,11 @@ class Store:
             self._open()
 
     @property
+    def opened(self) -> bool:
+        """True once the database has been connected to (and created, for a new SQLite file)."""
+        return self._opened
+
+    @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine, the database created and migrated on first use."""
         if not self._opened:
