@@ -136,8 +136,9 @@ def _exit_without_verdict(result: Any) -> None:
     v = result.verdict
     if v is not None and v.decided_by != "none":
         return
-    typer.echo(f"error: no verdict (run {result.run_id}): " + ("; ".join(v.degraded_reasons) if v else result.status),
-               err=True)
+    # The members' own failures follow, one line each; the first line says what else went wrong.
+    reasons = [r for r in (v.degraded_reasons if v else [result.status]) if not r.startswith("member ")]
+    typer.echo(f"error: no verdict (run {result.run_id}): " + "; ".join(reasons), err=True)
     for f in result.failures:
         typer.echo(f"  member {f.member_label} ({f.model_requested}): {f.error_kind}: {' '.join(f.reason.split())}",
                    err=True)
