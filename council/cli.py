@@ -35,12 +35,6 @@ SourceOpt = Annotated[
 ]
 
 
-def _db_url(db: str | None) -> str | None:
-    if db is None or "://" in db:
-        return db
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
-
-
 def _errors(fn: F) -> F:
     """Turn council's own errors into one line on stderr and exit code 1, never a traceback."""
 
@@ -61,14 +55,62 @@ def _errors(fn: F) -> F:
 
 
 def _store(db: str | None, config: Path | None = None) -> Any:
-    from council.store.db import Store
+    """The store a read command looks at: --db, else the config's database, else COUNCIL_DB or the default."""
+    from council.store.db import Store, resolve_db_url
 
-    url = _db_url(db)
-    if url is None and config is not None:
+    if db is None and config is not None:
         from council.config.settings import load_config
 
-        url = load_config(config).database
-    return Store(url)
+        return Store(resolve_db_url(None, config=load_config(config)))
+    return Store(resolve_db_url(db))
+
+
+@app.command()
+@_errors
+def policies(
+    config: ConfigOpt = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (the README's).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every policy field: what it means, its type and default, and its value in each policy (with the config's overrides)."""
+    from council.config.policy import policy_fields
+    from council.config.settings import config_from_dict, load_config
+
+    cfg = load_config(config) if config is not None else config_from_dict({}, source="(shipped policies)")
+    if markdown:
+        typer.echo(policies_markdown(cfg.policies), nl=False)
+        return
+    fields = [f for f in policy_fields() if f.name not in ("name", "description")]
+    if as_json:
+        typer.echo(json.dumps({"fields": [f.model_dump(mode="json") for f in fields],
+                               "policies": {n: p.model_dump(mode="json") | {"version": p.version}
+                                            for n, p in cfg.policies.items()}}, indent=2))
+        return
+    from rich.console import Console
+
+    from council.display import Col, print_table
+
+    names = sorted(cfg.policies)
+    cols = [Col("field"), Col("type", "text"), Col("default")] + [Col(n) for n in names] + [Col("what it means", "text")]
+    rows = [[f.name, f.type, _value(f.default), *(_value(getattr(cfg.policies[n], f.name)) for n in names), f.description]
+            for f in fields]
+    con = Console()
+    for n in names:
+        con.print(f"{n}: {cfg.policies[n].description}", markup=False, highlight=False)
+    print_table(con, cols, rows, title="policy fields (override any of them under [policies.NAME] in the config)",
+                caption="versions: " + ", ".join(f"{n}@{cfg.policies[n].version}" for n in names), text_lines=6)
+
+
+def _run_ref(store: Any, ref: str) -> str:
+    """A run id, a unique prefix of one, or ``last`` (the newest run in the database)."""
+    if ref.strip().lower() != "last":
+        return ref
+    from council.errors import RunNotFound
+
+    newest = store.list_runs(1)
+    if not newest:
+        raise RunNotFound(f"no run in {store.safe_url} yet, so no last run")
+    return newest[0].run_id
 
 
 @app.command()
@@ -83,20 +125,93 @@ def ask(
 ) -> None:
     """Run a council on QUESTION and print the verdict, the claims and every call with its cost."""
     council = _council(config, db)
-    result = council.ask(question, image=image, sources=_sources(source))
+    with _progress(council):
+        result = council.ask(question, image=image, sources=_sources(source))
     _print_result(result, as_json)
+    _exit_without_verdict(result)
+
+
+def _exit_without_verdict(result: Any) -> None:
+    """A run that reached no verdict exits 1, saying why in one line per failed member (on stderr)."""
+    v = result.verdict
+    if v is not None and v.decided_by != "none":
+        return
+    # The members' own failures follow, one line each; the first line says what else went wrong.
+    reasons = [r for r in (v.degraded_reasons if v else [result.status]) if not r.startswith("member ")]
+    typer.echo(f"error: no verdict (run {result.run_id}): " + "; ".join(reasons), err=True)
+    for f in result.failures:
+        typer.echo(f"  member {f.member_label} ({f.model_requested}): {f.error_kind}: {' '.join(f.reason.split())}",
+                   err=True)
+    raise typer.Exit(1)
 
 
 def _council(config: Path | None, db: str | None) -> Any:
     """The Council of a run command; says on stderr when it is the local demonstration panel."""
     from council.pipeline.engine import Council
 
-    council = Council(config, db=_db_url(db))
+    council = Council(config, db=db)
     if council.demo:
         from council.config.local import DEMO_NOTICE
 
         typer.echo(DEMO_NOTICE, err=True)
     return council
+
+
+class _Progress:
+    """Live progress of one run on a terminal (stderr): a line per member and the adjudicator, fed by the
+    call records as the store writes them, so what it shows is what is recorded. Off when stderr is not a
+    terminal; gone once the run ends (the result is printed instead)."""
+
+    def __init__(self, council: Any) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.council = council
+        self.live: Any = None
+        self.started = 0.0
+        self.seats: dict[str, tuple[str, str, int, float]] = {}  # label -> (model, status, attempt, since)
+
+    def __enter__(self) -> _Progress:
+        if not self.console.is_terminal:
+            return self
+        import time
+
+        from rich.live import Live
+
+        self.started = time.monotonic()
+        self.council.store.on_call(self._record)
+        self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def _record(self, r: Any) -> None:
+        import time
+
+        label = {"adjudicate": "adjudicator", "cluster": "clustering"}.get(r.node, r.member_label)
+        status = "answering" if r.status == "pending" else r.status + (f" ({r.error_kind})" if r.error_kind else "")
+        self.seats[label] = (r.model, status, r.attempt, time.monotonic())
+
+    def __rich__(self) -> Any:
+        import time
+
+        from rich.console import Group
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        elapsed = time.monotonic() - self.started
+        what = "preparing the council (loading models)" if not self.seats else "council at work"
+        t = Table.grid(padding=(0, 2))
+        for label, (model, status, attempt, _since) in sorted(self.seats.items()):
+            t.add_row(label, model, f"try {attempt}", status)
+        return Group(Spinner("dots", text=f"{what} · {elapsed:.0f} s"), t)
+
+
+def _progress(council: Any) -> _Progress:
+    return _Progress(council)
 
 
 def _sources(paths: list[Path] | None) -> list[Path]:
@@ -123,13 +238,17 @@ def check_one(
     as_json: JsonOpt = False,
 ) -> None:
     """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
-    _print_result(_council(config, db).check(claim, sources=_sources(source)), as_json)
+    council = _council(config, db)
+    with _progress(council):
+        result = council.check(claim, sources=_sources(source))
+    _print_result(result, as_json)
+    _exit_without_verdict(result)
 
 
 @app.command()
 @_errors
 def feedback(
-    run_id: Annotated[str, typer.Argument(help="Run id of a fact check (a unique prefix is enough).")],
+    run_id: Annotated[str, typer.Argument(help="Run id of a fact check (a unique prefix is enough, or 'last').")],
     label: Annotated[str, typer.Argument(help="The true label: SUPPORTED, REFUTED or NOT_ENOUGH_INFO.")],
     note: Annotated[str, typer.Option("--note", help="Why, or where the truth comes from.")] = "",
     db: DbOpt = None,
@@ -137,6 +256,7 @@ def feedback(
 ) -> None:
     """Record the true label of a fact check; members' reliabilities learn from it."""
     store = _store(db, config)
+    run_id = _run_ref(store, run_id)
     store.add_feedback(run_id, label.upper(), note)
     typer.echo(f"recorded {label.upper()} for run {store.resolve_run_id(run_id)}")
 
@@ -155,13 +275,13 @@ def runs(
         typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table("run id", "time (UTC)", "task", "question", "verdict", "status", "cost USD")
-    for r in rows:
-        t.add_row(r.run_id[:12], r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.task, _short(r.question, 50),
-                  _short(r.verdict or "", 40), r.status, f"{r.total_cost_usd:.6f}")
-    Console().print(t)
+    from council.display import Col, print_table
+
+    cols = [Col("run id"), Col("time (UTC)"), Col("task"), Col("question", "text"), Col("verdict", "text"),
+            Col("status"), Col("cost USD", "num")]
+    print_table(Console(), cols, [[r.run_id, r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.task, r.question,
+                                   r.verdict or "", r.status, f"{r.total_cost_usd:.6f}"] for r in rows])
 
 
 @app.command()
@@ -176,7 +296,7 @@ def stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
-    from council.provenance.monitoring import report_table, stats_report
+    from council.provenance.monitoring import stats_report
 
     report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
     if as_json:
@@ -184,13 +304,17 @@ def stats(
         return
     from rich.console import Console
 
-    Console().print(report_table(report))
+    from council.display import print_table
+    from council.provenance.monitoring import report_rows
+
+    cols, rows, caption = report_rows(report)
+    print_table(Console(), cols, rows, title="model quality", caption=caption)
 
 
 @app.command()
 @_errors
 def show(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough), or 'last' for the newest run.")],
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -199,13 +323,13 @@ def show(
     from council.pipeline.engine import RunResult
 
     store = _store(db, config)
-    _print_result(RunResult.from_stored(store.load_run(run_id), store), as_json)
+    _print_result(RunResult.from_stored(store.load_run(_run_ref(store, run_id)), store), as_json)
 
 
 @app.command()
 @_errors
 def graph(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough), or 'last' for the newest run.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="node-link, graphml or prov-json (W3C PROV).")] = "node-link",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")] = None,
     db: DbOpt = None,
@@ -217,7 +341,8 @@ def graph(
 
     if fmt not in ("node-link", "graphml", "prov-json"):
         raise InputError(f"unknown --format {fmt!r}: use node-link, graphml or prov-json")
-    run = _store(db, config).load_run(run_id)
+    store = _store(db, config)
+    run = store.load_run(_run_ref(store, run_id))
     if fmt == "prov-json":
         doc = to_prov(run)
         text = doc.serialize(format="json", indent=2)
@@ -253,21 +378,91 @@ def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         ], indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table("name", "model", "provider", "capabilities", "quality", "$/Mtok in", "$/Mtok out", "context", "qualifies for")
+    from council.display import Col, print_table
+
+    cols = [Col("name"), Col("model"), Col("provider"), Col("capabilities", "text"), Col("quality", "num"),
+            Col("$/Mtok in", "num"), Col("$/Mtok out", "num"), Col("context", "num"), Col("qualifies for", "text")]
+    out = []
     for e, q in rows:
         price = (lambda v: "local" if e.local else ("?" if v is None else f"{v:g}"))
-        t.add_row(e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else ""),
-                  e.provider or "?", ", ".join(sorted(e.capabilities or [])), f"{e.quality:g}",
-                  price(e.input_usd_per_mtok), price(e.output_usd_per_mtok), str(e.context_window or "?"),
-                  ", ".join(p for p, r in q.items() if r is None) or "none")
-    Console().print(t)
+        out.append([e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else ""),
+                    e.provider or "?", ", ".join(sorted(e.capabilities or [])), f"{e.quality:g}",
+                    price(e.input_usd_per_mtok), price(e.output_usd_per_mtok), str(e.context_window or "?"),
+                    ", ".join(p for p, r in q.items() if r is None) or "none"])
+    print_table(Console(), cols, out, text_lines=4)
 
 
-def _short(text: str, n: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _value(v: Any) -> str:
+    if v is None:
+        return "unset"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return ", ".join(str(x) for x in v) or "(none)"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def policies_markdown(policies: dict[str, Any]) -> str:
+    """The policy fields as a Markdown table: type, default, each policy's value, description (the README's
+    table is this text for the shipped policies)."""
+    from council.config.policy import policy_fields
+
+    names = sorted(policies)
+    esc = (lambda t: t.replace("|", "\\|"))
+    lines = [f"- `{n}`: {policies[n].description}" for n in names] + [""]
+    lines += ["| field | type | default | " + " | ".join(f"`{n}`" for n in names) + " | what it means |",
+             "|---" * (len(names) + 4) + "|"]
+    for f in policy_fields():
+        if f.name in ("name", "description"):
+            continue
+        values = [esc(_value(getattr(policies[n], f.name))) for n in names]
+        lines.append(f"| `{f.name}` | {esc(f.type)} | {esc(_value(f.default))} | " + " | ".join(values)
+                     + f" | {esc(f.description)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _decided(v: Any) -> str:
+    """How the verdict was reached, in words that agree with the cluster counts printed under it."""
+    if v.decided_by == "none":
+        return "NO VERDICT"
+    if v.decided_by == "adjudicator":
+        ruled = len(v.settled_by_adjudicator)
+        return "decided by adjudicator" + (
+            f" (it ruled on {ruled} of {ruled + len(v.unresolved)} contested clusters)" if v.unresolved else "")
+    if any("unsettled" in r for r in v.degraded_reasons):
+        return "NOT SETTLED by vote: the best-backed answer of an unsettled vote (the adjudicator could not rule)"
+    return "decided by vote"
+
+
+def _verdict_panel(v: Any) -> Any:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from council.display import shorten
+
+    head = Text()
+    head.append(f"{v.label + ': ' if v.label else ''}{v.answer}\n", style="bold")
+    if v.decided_by == "none":
+        head.append(f"{_decided(v)} · {v.members_answered}/{v.members_total} members answered (quorum {v.quorum})")
+    else:
+        head.append(f"confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · {_decided(v)} · "
+                    f"{v.members_answered}/{v.members_total} members answered (quorum {v.quorum})")
+    if v.degraded:
+        head.append("\nDEGRADED COUNCIL: ", style="yellow")
+        head.append("; ".join(v.degraded_reasons))
+    if v.needs_human_review:
+        head.append("\nneeds human review (policy)", style="yellow")
+    if v.clusters_total:
+        head.append(f"\n{v.clusters_total} claim clusters: {len(v.settled_by_vote)} settled by vote, "
+                    f"{len(v.settled_by_adjudicator)} by the adjudicator, {len(v.unresolved)} unresolved")
+    if v.majority_answer is not None:
+        head.append(f"\nplain majority: {shorten(v.majority_answer, 100)}")
+    if v.best_member is not None:
+        head.append(" · " if v.majority_answer is not None else "\n")
+        head.append(f"best single member ({v.best_member}, {v.best_member_model}): "
+                    f"{shorten(v.best_member_answer or '', 100)}")
+    return Panel(head, title="verdict", expand=False)
 
 
 def _print_result(result: Any, as_json: bool) -> None:
@@ -277,49 +472,39 @@ def _print_result(result: Any, as_json: bool) -> None:
         typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console
-    from rich.panel import Panel
-    from rich.table import Table
+
+    from council.display import Col, print_table
 
     con = Console()
     v = result.verdict
     if v is not None:
-        head = f"[bold]{v.label + ': ' if v.label else ''}{v.answer}[/bold]\n"
-        head += f"confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · decided by {v.decided_by} · "
-        head += f"{v.members_answered}/{v.members_total} members answered (quorum {v.quorum})"
-        if v.degraded:
-            head += "\n[yellow]DEGRADED COUNCIL:[/yellow] " + "; ".join(v.degraded_reasons)
-        if v.needs_human_review:
-            head += "\n[yellow]needs human review (policy)[/yellow]"
-        if v.clusters_total:
-            head += (f"\n{v.clusters_total} claim clusters: {len(v.settled_by_vote)} settled by vote, "
-                     f"{len(v.settled_by_adjudicator)} by the adjudicator, {len(v.unresolved)} unresolved")
-        if v.majority_answer is not None:
-            head += f"\nplain majority: {_short(v.majority_answer, 60)}"
-        if v.best_member is not None:
-            head += f" · best single member ({v.best_member}, {v.best_member_model}): {_short(v.best_member_answer or '', 60)}"
-        con.print(Panel(head, title="verdict", expand=False))
+        con.print(_verdict_panel(v))
     support = set(v.support if v else [])
     against = set(v.contradicted if v else [])
     cluster_label = {cid: k.label for k in result.clusters for cid in k.claim_ids}
-    ct = Table("claim", "member", "model", "conf.", "verdict uses it", "cluster", "evidence", title="claims")
+    rows = []
     for c in result.claims:
         mark = "supports" if c.claim_id in support else ("rejected" if c.claim_id in against else "")
         evidence = ", ".join(f"{x.source_id}{' ✓' if x.verified else (' ✗' if x.verified is False else '')}" for x in c.citations)
-        ct.add_row(_short(c.text, 70), c.member_label, c.model, f"{c.confidence:.2f}", mark,
-                   cluster_label.get(c.claim_id, ""), evidence)
-    con.print(ct)
+        rows.append([c.text, c.member_label, c.model, f"{c.confidence:.2f}", mark, cluster_label.get(c.claim_id, ""),
+                     evidence])
+    print_table(con, [Col("claim", "text"), Col("member"), Col("model"), Col("conf.", "num"), Col("verdict"),
+                      Col("cluster"), Col("evidence")], rows, title="claims")
     if result.clusters:
-        kt = Table("cluster", "status", "settled by", "support", "members", "claim", title="clusters")
-        for k in result.clusters:
-            kt.add_row(k.label, k.status, k.settled_by, f"{k.support:.2f}", ",".join(k.member_labels), _short(k.text, 60))
-        con.print(kt)
-    kt = Table("member", "try", "model", "status", "tokens in/out", "cost USD", "cost source", "latency s", title="calls")
+        print_table(con, [Col("cluster"), Col("status"), Col("settled by"), Col("support", "num"), Col("members"),
+                          Col("claim", "text")],
+                    [[k.label, k.status, k.settled_by, f"{k.support:.2f}", ",".join(k.member_labels), k.text]
+                     for k in result.clusters], title="clusters")
+    calls = []
     for r in result.calls:
         status = r.status + (f" ({r.error_kind})" if r.error_kind else "")
-        kt.add_row(r.member_label, str(r.attempt), r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"),
-                   status, f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}")
-    con.print(kt)
-    con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls")
+        calls.append([r.member_label, str(r.attempt),
+                      r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"), status,
+                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}"])
+    print_table(con, [Col("member"), Col("try", "num"), Col("model"), Col("status"), Col("tokens in/out", "num"),
+                      Col("cost USD", "num"), Col("cost source"), Col("latency s", "num")], calls, title="calls")
+    con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls",
+              markup=False, highlight=False)
 
 
 def main() -> None:

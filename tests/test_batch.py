@@ -15,7 +15,7 @@ import pytest
 import council
 from support import (DISPUTED, assert_one_record_per_call, batch_config, claims, db_rows, members_script, sent_records,
                      write_jsonl)
-from council.batch.runner import acheck_many, check_many
+from council.batch.runner import acheck_many, check_many, write_results
 from council.batch.input import read_claims
 from council.calls.budget import Budget
 from council.errors import BudgetExceeded, InputError
@@ -73,6 +73,63 @@ def test_csv_needs_a_claim_column_and_reports_short_rows(tmp_path: Path) -> None
         read_claims(no_col)
     with pytest.raises(InputError, match="unknown batch format"):
         read_claims(tmp_path / "claims.txt")
+
+
+@pytest.mark.parametrize("stray", [2, 3, 11, 21])
+def test_a_stray_csv_quote_loses_no_line(tmp_path: Path, stray: int) -> None:
+    """A 21-line file (header + 20 rows) with one unbalanced quote on line ``stray``: that line is a bad row
+    naming what it would have swallowed, and every other row is still read (the last line included)."""
+    lines = ["id,claim"] + [f"c{n},Bridge number {n} opened in {1900 + n}." for n in range(2, 22)]
+    lines[stray - 1] = lines[stray - 1].replace(",Bridge", ',"Bridge')
+    path = tmp_path / "claims.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    batch = read_claims(path)
+    assert [i.line for i in batch.items] == [n for n in range(2, 22) if n != stray]
+    assert [i.claim_id for i in batch.items] == [f"c{n}" for n in range(2, 22) if n != stray]
+    [bad] = batch.bad_rows
+    assert bad.line == stray and "a quote opened on this line is never closed" in bad.reason
+    if stray < 21:
+        assert f"swallowing lines {stray}-21" in bad.reason and "the lines after it read as rows of their own" in bad.reason
+    # every line is accounted for: the header, a parsed row or the bad row
+    assert sorted([1, bad.line, *(i.line for i in batch.items)]) == list(range(1, 22))
+
+
+def test_a_quote_that_closes_lines_later_is_one_bad_row_and_the_lines_between_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "claims.csv"
+    path.write_text('id,claim\n1,"Claim one.\n2,Claim two.\n3,Claim "three" here.\n4,Four.\n5,"Legit\nmulti-line"\n',
+                    encoding="utf-8")
+    batch = read_claims(path)
+    assert [(i.line, i.claim) for i in batch.items] == [(3, "Claim two."), (4, 'Claim "three" here.'), (5, "Four."),
+                                                       (6, "Legit\nmulti-line")]
+    [bad] = batch.bad_rows
+    assert bad.line == 2 and "spans lines 2-4" in bad.reason
+
+
+def test_a_stray_quote_batch_reports_every_row(scripted, tmp_path: Path, db_url: str) -> None:
+    """End to end: the report, the results file and the summary count all 20 rows."""
+    server = scripted(members_script())
+    lines = ["id,claim"] + [f"c{n},Bridge number {n} opened in {1900 + n}." for n in range(2, 22)]
+    lines[2] = lines[2].replace(",Bridge", ',"Bridge')
+    path = tmp_path / "claims.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = check_many(path, config=batch_config(server.base_url), db=db_url, out=tmp_path / "out.jsonl")
+    assert report.counts == {"full": 19, "invalid": 1}
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in out] == list(range(2, 22))
+    assert out[1]["status"] == "invalid" and out[1]["error"].startswith("line 3: a quote opened")
+
+
+@pytest.mark.parametrize("name, content, why", [
+    ("empty.jsonl", "", "the file is empty"), ("blank.jsonl", "\n\n", "the file is empty"),
+    ("empty.csv", "", "the file is empty"), ("header.csv", "id,claim\n", "only a header row"),
+])
+def test_an_empty_batch_says_no_claims(tmp_path: Path, name: str, content: str, why: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=f"no claims.*{why}"):
+        read_claims(path)
+    with pytest.raises(InputError, match="no claims"):
+        read_claims([])
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -184,6 +241,12 @@ def test_budget_holds_with_64_councils_in_flight_and_a_rerun_finishes(scripted, 
     assert report.total_cost_usd == pytest.approx(spent) and report.spent_usd <= budget
     skipped = [r for r in report.results if r.status == "skipped_budget"]
     assert all("budget" in (r.error or "") for r in skipped)
+    # a claim without a verdict carries no label, confidence or agreement, in the report and in --out
+    assert all(r.label is None and r.confidence is None and r.agreement is None for r in skipped)
+    write_results(tmp_path / "out.csv", report.results)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as fh:
+        out_rows = [r for r in csv.DictReader(fh) if r["status"] == "skipped_budget"]
+    assert len(out_rows) == len(skipped) and all(r["label"] == r["confidence"] == "" for r in out_rows)
     assert report.exit_code() == 1
     assert_one_record_per_call(db_url, server)
     # the same budget again: what the first run spent counts, so the total still stays within it

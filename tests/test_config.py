@@ -260,3 +260,13 @@ def test_no_config_at_all_is_a_config_error_mentioning_the_flag(monkeypatch: pyt
         load_config()
     assert "--config" in str(err.value)
     assert CONFIG_ENV in str(err.value)
+
+
+def test_an_allowed_model_that_is_not_in_the_catalog_is_a_config_error(write_config):
+    tables = {"models": {"gpt": {"model": "openai/gpt-4o-mini"}, "claude": {"model": "anthropic/claude-3-5-haiku"}},
+              "policies": {"research": {"allowed_models": ["gpt", "cluade"]}}}
+    with pytest.raises(ConfigError, match=r"policies.research.allowed_models: 'cluade' is not a model of the catalog "
+                                          r"\(known: claude, gpt\)"):
+        load_config(write_config(tables))
+    tables["policies"]["research"]["allowed_models"] = ["gpt", "claude"]
+    assert load_config(write_config(tables)).policies["research"].allowed_models == ("gpt", "claude")

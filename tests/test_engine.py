@@ -601,6 +601,20 @@ def test_total_cost_is_the_sum_of_call_records_in_the_store(scripted, db_url: st
     assert Store(db_url).list_runs()[0].total_cost_usd == pytest.approx(expected)
 
 
+def test_council_takes_a_plain_path_like_the_cli(scripted, tmp_path: Path) -> None:
+    server = scripted(with_tokens(panel_script()))
+    path = tmp_path / "plain.db"
+    c = Council(panel_config(server.base_url), db=str(path))
+    result = c.check(GREAT_WALL)
+    c.feedback(result.run_id, "REFUTED")  # the run is in the database the council writes to
+    assert c.db_url == f"sqlite:///{path}"
+    assert Store(str(path)).load_run(result.run_id).feedback_label == "REFUTED"
+    assert Council(panel_config(server.base_url), db=path).store.list_runs()[0].run_id == result.run_id
+    with pytest.raises(council.StoreError, match="does not exist"):
+        Council(panel_config(server.base_url), db=str(tmp_path / "no" / "such" / "dir.db"))
+    assert not (tmp_path / "no").exists()
+
+
 def test_empty_question_is_refused_before_anything_is_stored(db_url: str) -> None:
     c = Council(panel_config("http://127.0.0.1:9/v1"), db=db_url)
     with pytest.raises(council.InputError, match="question is empty"):
@@ -643,6 +657,8 @@ def test_bad_input_raises_and_writes_nothing(
         config["models"][name] = {k: v for k, v in {**config["models"][name], **changes}.items() if v is not None}
     with pytest.raises(error, match=message):
         Council(config, db=db_url).ask(question)
+    # the request was refused before it could be served: not even the database file exists
+    assert not Path(db_url.removeprefix("sqlite:///")).exists()
     assert Store(db_url).list_runs() == []
     counts = _row_counts(db_url)
     assert {"runs", "calls", "answers", "claims", "verdicts", "member_failures"} <= set(counts)

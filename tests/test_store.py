@@ -377,3 +377,52 @@ def test_no_api_key_value_is_ever_stored(scripted, db_url: str, monkeypatch: pyt
     assert "COUNCIL_TEST_PROVIDER_KEY" in dump  # the env var *name* is kept with each model entry
     assert secret not in dump
     assert secret[5:25] not in dump  # not even a fragment
+
+
+# ------------------------------------------------------------------------------------------ naming a database
+
+def test_one_resolver_takes_urls_and_plain_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from council.config.settings import config_from_dict
+    from council.store.db import resolve_db_url
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_db_url(str(tmp_path / "a.db")) == f"sqlite:///{tmp_path / 'a.db'}"
+    assert resolve_db_url(tmp_path / "a.db") == f"sqlite:///{tmp_path / 'a.db'}"  # a Path too
+    assert resolve_db_url("rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"  # relative to the working directory
+    assert resolve_db_url("postgresql://u@127.0.0.1/db") == "postgresql://u@127.0.0.1/db"
+    assert resolve_db_url(":memory:") == "sqlite:///:memory:"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert resolve_db_url("~/home.db") == f"sqlite:///{tmp_path / 'home.db'}"
+    # the config's database: a relative path is relative to the config file, and --db wins over it
+    (tmp_path / "conf").mkdir()
+    cfg = config_from_dict({"database": "in-conf.db"}, source=str(tmp_path / "conf" / "council.toml"))
+    assert resolve_db_url(None, config=cfg) == f"sqlite:///{tmp_path / 'conf' / 'in-conf.db'}"
+    assert resolve_db_url("other.db", config=cfg) == f"sqlite:///{tmp_path / 'other.db'}"
+    # then COUNCIL_DB (a path or a URL), then the user data directory
+    monkeypatch.setenv("COUNCIL_DB", "env.db")
+    assert resolve_db_url(None) == f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.delenv("COUNCIL_DB")
+    assert resolve_db_url(None).endswith("/council/council.db")
+
+
+@pytest.mark.parametrize("name", ["missing-dir/council.db", "sqlite:///{tmp}/missing-dir/council.db"])
+def test_a_database_in_a_missing_directory_is_an_error_and_creates_nothing(tmp_path: Path, name: str) -> None:
+    from council.store.db import resolve_db_url
+
+    name = name.replace("{tmp}", str(tmp_path)) if "://" in name else str(tmp_path / name)
+    with pytest.raises(StoreError, match=r"cannot open database .*missing-dir/council.db: the directory .*missing-dir "
+                                         r"does not exist \(create it first\)"):
+        resolve_db_url(name)
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(name)
+    with pytest.raises(StoreError, match="is a directory"):
+        Store(str(tmp_path))
+    assert not (tmp_path / "missing-dir").exists()
+
+
+def test_a_lazy_store_creates_its_file_on_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "lazy.db"
+    lazy = Store(str(path), lazy=True)
+    assert not path.exists()
+    assert lazy.list_runs() == [] and path.exists()
+    assert [n for n, _ in _migration_rows(lazy)] == sorted(n for n, _ in store_module.MIGRATIONS)

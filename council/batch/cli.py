@@ -74,7 +74,6 @@ def check(
         die_with_parent(helper_of)
     err = Console(stderr=True, highlight=False)
     summary_console = err if out == "-" else Console(highlight=False)
-    db_url = db if db is None or "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
 
     def bad_row(b: Any) -> None:
         err.print(f"warning: line {b.line}: {b.reason} (skipped)", markup=False)
@@ -83,7 +82,7 @@ def check(
     try:
         with bar:
             report = run_sync(acheck_many(
-                claims, config=config, db=db_url, concurrency=concurrency, budget_usd=budget_usd, out=out,
+                claims, config=config, db=db, concurrency=concurrency, budget_usd=budget_usd, out=out,
                 batch_id=batch_id, retry_failed=retry_failed, max_claim_chars=max_claim_chars, processes=processes,
                 on_progress=bar.update, on_bad_row=None if helper_of else bad_row, _helper=helper_of is not None,
             ))
@@ -162,12 +161,14 @@ def _print_summary(con: Any, report: Any) -> None:
               f"{budget} · batch total ${report.total_cost_usd:.6f} · {report.database}", markup=False, highlight=False)
     problems = [r for r in report.results if r.status in ("failed", "invalid", "skipped_budget") or r.contested]
     if problems:
-        p = Table("line", "id", "status", "contested", "why", title="claims needing attention")
-        for r in problems[:_SHOWN_PROBLEMS]:
-            p.add_row(str(r.line), r.id[:24], r.status, "yes" if r.contested else "", (r.error or "")[:100])
-        if len(problems) > _SHOWN_PROBLEMS:
-            p.caption = f"… and {len(problems) - _SHOWN_PROBLEMS} more (see --out)"
-        con.print(p)
+        from council.display import Col, print_table
+
+        more = len(problems) - _SHOWN_PROBLEMS
+        print_table(con, [Col("line", "num"), Col("id"), Col("status"), Col("contested"), Col("why", "text")],
+                    [[str(r.line), r.id, r.status, "yes" if r.contested else "", r.error or ""]
+                     for r in problems[:_SHOWN_PROBLEMS]],
+                    title="claims needing attention", caption=f"… and {more} more (see --out)" if more > 0 else None,
+                    text_lines=3)
 
 
 def main() -> None:

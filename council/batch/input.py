@@ -8,8 +8,12 @@ source is a file path (relative paths are looked up next to the input file first
 
 A row that cannot be checked (invalid JSON, not an object, no claim, an empty or oversized claim, a
 duplicate id or a duplicate claim, a row with the wrong number of CSV fields) becomes a ``BadRow``
-carrying its 1-based line number; the rest of the batch runs. Problems with the file as a whole (cannot
-be read, unknown extension, a CSV without a ``claim`` column) raise ``InputError``.
+carrying its 1-based line number; the rest of the batch runs. Every input line is accounted for: it is
+blank, part of a parsed row (a quoted CSV field may span lines), or named by a bad row. A CSV quote left
+open (to the end of the file, or across lines that then do not make one row) makes its first line a bad
+row naming the lines it would have swallowed, and the lines after it are read as rows of their own.
+Problems with the file as a whole (cannot be read, unknown extension, a CSV without a ``claim`` column,
+no claims at all) raise ``InputError``.
 
 Identity: an item's key is its ``id`` when given, else a hash of its content, so the same claim keeps
 its key across reruns. The batch id hashes the task with the whole file's bytes: rerunning the same
@@ -21,10 +25,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ __all__ = ["BadRow", "BatchInput", "ClaimItem", "DEFAULT_MAX_CLAIM_CHARS", "read
 
 DEFAULT_MAX_CLAIM_CHARS = 4000
 _ID_MAX = 200
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$")
 
 
 class BadRow(BaseModel):
@@ -161,42 +166,84 @@ def _sources_cell(cell: str) -> Any:
     return cell
 
 
+class _Lines:
+    """The physical lines of a CSV text, fed to ``csv.reader`` one at a time from any line, so that each
+    record's first and last line are known (a quoted field may span lines)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = _LINE.findall(text)
+        self.pos = 0  # index of the next line to feed
+
+    def _feed(self) -> Iterator[str]:
+        while self.pos < len(self.lines):
+            self.pos += 1
+            yield self.lines[self.pos - 1]
+
+    def reader(self, start: int, delimiter: str) -> Any:
+        """A csv reader over the lines from index ``start`` (0-based)."""
+        self.pos = start
+        return csv.reader(self._feed(), delimiter=delimiter, strict=True)
+
+
+def _unclosed(exc: csv.Error) -> bool:
+    return "unexpected end of data" in str(exc)
+
+
 def _read_csv(data: bytes, c: _Collector, path: str, delimiter: str) -> None:
+    """Every line ends up in a parsed row, a bad row naming its lines, or blank. A row whose quote is left
+    open (to the end of the file, or until a line that does not fit) is a bad row naming the lines it would
+    have swallowed, and the lines after its first are read again as rows of their own."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    src = _Lines(text)
+    reader = src.reader(0, delimiter)
     try:
         header = next(reader)
     except StopIteration:
-        raise InputError(f"{path}: the file is empty (a CSV batch needs a header row with a 'claim' column)") from None
+        raise InputError(f"{path}: no claims: the file is empty (a CSV batch needs a header row with a "
+                         "'claim' column)") from None
     except csv.Error as exc:
-        raise InputError(f"{path}: line 1: {exc}") from None
+        raise InputError(f"{path}: the header row (line 1): {exc}") from None
     names = [h.strip().lower() for h in header]
     if "claim" not in names:
         raise InputError(f"{path}: the header has no 'claim' column (columns: {', '.join(names) or 'none'})")
-    last = reader.line_num
     while True:
-        start = last + 1
+        first = src.pos + 1  # 1-based line the next record starts on
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            c.bad_row(start, f"CSV syntax: {exc}")
-            last = reader.line_num
+            last = src.pos
+            if _unclosed(exc):
+                swallowed = f", swallowing lines {first}-{last}" if last > first else ""
+                c.bad_row(first, f"a quote opened on this line is never closed (it runs to the end of the file"
+                                 f"{swallowed}); skipped" + (", and the lines after it read as rows of their own"
+                                                            if last > first else ""))
+            else:
+                span = f" (the row spans lines {first}-{last})" if last > first else ""
+                c.bad_row(first, f"CSV syntax: {exc}{span}; skipped" + (", and the lines after it read as rows "
+                                                                         "of their own" if last > first else ""))
+            reader = src.reader(first, delimiter)  # index ``first`` is the line after the bad one
             continue
-        last = reader.line_num
+        last = src.pos
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(names):
-            c.bad_row(start, f"expected {len(names)} columns ({', '.join(names)}), got {len(row)}")
+            if last > first:  # an unbalanced quote joined lines that are rows of their own
+                c.bad_row(first, f"a quote opened on this line joins lines {first}-{last} into one row of "
+                                 f"{len(row)} columns, not {len(names)} ({', '.join(names)}); skipped, and the "
+                                 "lines after it read as rows of their own")
+                reader = src.reader(first, delimiter)
+            else:
+                c.bad_row(first, f"expected {len(names)} columns ({', '.join(names)}), got {len(row)}")
             continue
         fields: dict[str, Any] = dict(zip(names, row))
         if "sources" in fields:
             fields["sources"] = _sources_cell(fields["sources"])
-        c.add(start, fields)
+        c.add(first, fields)
 
 
 def read_claims(
@@ -237,7 +284,15 @@ def read_claims(
                 continue
             h.update(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
             c.add(n, row)
-        content, source = h.hexdigest(), "(list)"
+        content, source, data = h.hexdigest(), "(list)", b""
+    if not c.items and not c.bad:
+        if source == "(list)":
+            what = "the list is empty"
+        elif Path(source).suffix.lower() in (".csv", ".tsv"):
+            what = "only a header row"
+        else:
+            what = "the file is empty" if not data.strip() else "only blank lines"
+        raise InputError(f"{source}: no claims ({what})")
     bid = batch_id.strip() if batch_id else _digest(task, content)
     if not bid or len(bid) > _ID_MAX:
         raise InputError(f"a batch id must be 1 to {_ID_MAX} characters")

@@ -75,7 +75,8 @@ class ItemResult(BaseModel):
     """The input's id, else the hash of the claim's content."""
     status: ItemStatus
     label: str | None = None
-    """SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    """SUPPORTED, REFUTED or NOT_ENOUGH_INFO; None (with confidence and agreement) when there is no verdict
+    (``failed``, ``skipped_budget``, ``invalid``)."""
     confidence: float | None = None
     agreement: float | None = None
     degraded: bool | None = None
@@ -186,10 +187,15 @@ def write_results(path: str | os.PathLike[str], results: Iterable[ItemResult]) -
         raise InputError(f"--out {target}: cannot write it ({exc.strerror or exc})") from None
 
 
+_NO_VERDICT = ("failed", "skipped_budget", "invalid", "pending", "running")
+
+
 def _from_row(r: Any) -> ItemResult:
+    verdict = r.status not in _NO_VERDICT  # rows stored by older versions may carry a label without one
     return ItemResult(
         line=r.line, id=r.claim_id if r.claim_id is not None else r.item_key.removeprefix("sha:"), status=r.status,
-        label=r.label, confidence=r.confidence, agreement=r.agreement, degraded=r.degraded,
+        label=r.label if verdict else None, confidence=r.confidence if verdict else None,
+        agreement=r.agreement if verdict else None, degraded=r.degraded if verdict else None,
         contested=bool(r.contested), cost_usd=round((r.prior_cost_usd or 0.0) + (r.cost_usd or 0.0), 10),
         run_id=r.run_id if r.cost_usd is not None else None,
         error=r.error, claim=r.claim,
@@ -326,10 +332,12 @@ class _Runner:
         verdict = outcome.verdict
         fields = dict(label=verdict.label, confidence=verdict.confidence, agreement=verdict.agreement,
                       degraded=verdict.degraded, contested=outcome.contested)
+        # A claim without a verdict carries no label, confidence or agreement: whatever the vote made of a
+        # partial panel is not an answer (the run in the store keeps it for inspection).
         if outcome.out_of_budget:
-            return self._result(item, "skipped_budget", error=_BUDGET_OUT, **fields)
+            return self._result(item, "skipped_budget", error=_BUDGET_OUT, contested=outcome.contested)
         if verdict.decided_by == "none":
-            return self._result(item, "failed", error=verdict.answer, **fields)
+            return self._result(item, "failed", error=verdict.answer, contested=outcome.contested)
         if verdict.degraded:
             return self._result(item, "degraded", error="; ".join(verdict.degraded_reasons), **fields)
         return self._result(item, "full", **fields)
@@ -397,6 +405,7 @@ async def acheck_many(
     # Without a limit the budget only measures what this invocation spends.
     budget = Budget(float("inf"))
     council = Council(config, db=db, budget=budget)
+    council.preflight("check")  # a config that cannot serve the batch records nothing
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
     bid = parsed.batch_id

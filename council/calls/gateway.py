@@ -164,9 +164,30 @@ def model_defaults(entry: ModelEntry) -> ModelDefaults:
 
 
 async def aclose() -> None:
-    """Close the async HTTP clients litellm cached on the running loop (no-op before litellm is used)."""
-    if _litellm is not None:
-        await _litellm.close_litellm_async_clients()
+    """Close what litellm opened on the running loop: its cached async HTTP clients, and its logging worker
+    task when it runs here (flushed, then stopped), so that nothing is left pending when the process ends
+    ("Unclosed client session", "Task was destroyed but it is pending!"). No-op before litellm is used."""
+    if _litellm is None:
+        return
+    await _litellm.close_litellm_async_clients()
+    await stop_logging_worker()
+
+
+async def stop_logging_worker() -> None:
+    """Flush and stop litellm's logging worker if its task runs on this loop (it restarts by itself on the
+    next call). A loop that ends without cancelling its tasks (not ``asyncio.run``) would otherwise print
+    "Task was destroyed but it is pending!" when the task is garbage-collected."""
+    import sys
+
+    module = sys.modules.get("litellm.litellm_core_utils.logging_worker")
+    worker = getattr(module, "GLOBAL_LOGGING_WORKER", None)
+    task = getattr(worker, "_worker_task", None)
+    if worker is not None and task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        try:
+            await asyncio.wait_for(worker.flush(), timeout=2)
+        except Exception:  # a callback that cannot finish must not hold the exit
+            pass
+        await worker.stop(timeout=2)
 
 
 def missing_key(entry: ModelEntry) -> str | None:

@@ -8,14 +8,16 @@ version is a hash of its content, so every call record names exactly the rules t
 from __future__ import annotations
 
 import json
+import types
+import typing
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from council.ids import content_id
 
-__all__ = ["Capability", "LatencyTier", "TaskPolicy", "LATENCY_ORDER"]
+__all__ = ["Capability", "LatencyTier", "PolicyField", "TaskPolicy", "LATENCY_ORDER", "policy_fields"]
 
 Capability = Literal[
     "text", "vision", "tools", "json_schema", "long_context", "reasoning", "audio", "local"
@@ -27,7 +29,8 @@ LATENCY_ORDER: dict[str, int] = {"fast": 0, "standard": 1, "slow": 2}
 class TaskPolicy(BaseModel):
     """The rules for one kind of task (research question, fact check, adjudication, ...)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Each field's docstring is its description (``council policies``, the README's policy table).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str
     """Policy name, e.g. ``research``, ``fact_check``, ``adjudication``."""
@@ -96,3 +99,38 @@ class TaskPolicy(BaseModel):
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+class PolicyField(BaseModel):
+    """One field of ``TaskPolicy``, as ``council policies`` lists it."""
+
+    name: str
+    type: str
+    """The accepted values, in words (``number``, ``one of never, always``, ``list of ...``)."""
+    default: Any
+    """The value when neither graphs/policies.toml nor the config sets it."""
+    description: str
+    """The field's docstring."""
+
+
+def _type_words(t: Any) -> str:
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        words = " or ".join(_type_words(a) for a in rest)
+        return words + (" (or unset)" if len(rest) < len(args) else "")
+    if origin in (tuple, list):
+        return "list of " + _type_words(args[0]).replace("one of ", "")
+    return {str: "text", int: "integer", float: "number", bool: "true/false"}.get(t, getattr(t, "__name__", str(t)))
+
+
+def policy_fields() -> list[PolicyField]:
+    """Every field a policy has, from the model itself: one source of truth for the docs and the command."""
+    out = []
+    for name, f in TaskPolicy.model_fields.items():
+        default = None if f.is_required() else f.get_default(call_default_factory=True)
+        out.append(PolicyField(name=name, type=_type_words(f.annotation), default=default,
+                               description=" ".join((f.description or "").split())))
+    return out

@@ -152,6 +152,12 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
             policies[name] = TaskPolicy.model_validate({"name": name, **table})
         except ValidationError as exc:
             raise _first_error(exc, f"{where}: policies.{name}") from None
+    names = {e.name for e in entries}
+    for name, pol in policies.items():
+        unknown_models = [m for m in pol.allowed_models or () if m not in names]
+        if unknown_models:  # a typo here would silently leave the policy with fewer (or no) models
+            raise ConfigError(f"{where}: policies.{name}.allowed_models: {unknown_models[0]!r} is not a model of "
+                              f"the catalog (known: {', '.join(sorted(names)) or 'none'})")
     try:
         return CouncilConfig(
             models=entries,

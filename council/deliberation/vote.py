@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Literal
 
 from pydantic import BaseModel, Field
 

@@ -6,7 +6,9 @@ import asyncio
 import base64
 import mimetypes
 import os
+import sys
 import uuid
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,9 +21,9 @@ from council.config.catalog import ModelEntry
 from council.deliberation.clusters import ClaimCluster
 from council.deliberation.sources import Passage
 from council.config.settings import CONFIG_ENV, CouncilConfig, config_from_dict, load_config, load_recipe
-from council.errors import CouncilError, InputError
+from council.errors import ConfigError, CouncilError, InputError
 from council.calls.records import CallRecord
-from council.store.db import Store, StoredRun
+from council.store.db import Store, StoredRun, resolve_db_url
 from council.deliberation.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Council", "RunOutcome", "RunResult", "ask", "check"]
 
 _MAX_IMAGE_BYTES = 20 * 1024 * 1024
+_RUNS_IN_FLIGHT: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+"""Runs of ``arun`` in progress per event loop (litellm's logging worker is stopped when none is left)."""
 Sources = list[str | os.PathLike[str]] | None
 
 
@@ -142,7 +146,8 @@ class Council:
     """A configured council: catalog, policies, recipe and store. Reuse one for many questions.
 
     ``config`` is a CouncilConfig, a path to a TOML file, a dict of the same tables, or None for the
-    file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL) overrides the config's database. ``budget``:
+    file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL or a SQLite file path, as ``--db`` takes) overrides
+    the config's database. ``budget``:
     a ``Budget`` every run of this council draws from (a batch's), besides the config's per-run budget.
     """
 
@@ -150,7 +155,7 @@ class Council:
         self,
         config: CouncilConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
         *,
-        db: str | None = None,
+        db: str | os.PathLike[str] | None = None,
         recipe: str = "council",
         budget: Any = None,
     ) -> None:
@@ -169,16 +174,41 @@ class Council:
         else:
             self.config = load_config(config)
         self.recipe = load_recipe(recipe)
-        self._db = db or self.config.database
+        self._db = resolve_db_url(db, config=self.config)
         self._store: Store | None = None
         self._catalog: list[ModelEntry] | None = None
         self._graph: Any = None
 
     @property
     def store(self) -> Store:
+        """The council's database, created on first use: a request refused before it reaches the store (a
+        config error, an unservable request) writes nothing."""
         if self._store is None:
-            self._store = Store(self._db)
+            self._store = Store(self._db, lazy=True)
         return self._store
+
+    @property
+    def db_url(self) -> str:
+        """The database this council writes to (a SQLAlchemy URL)."""
+        return self._db
+
+    def preflight(self, task: Literal["ask", "check"] = "ask") -> None:
+        """Raise what a run of ``task`` would raise for the config alone (unknown model, no qualified model,
+        an unset API key variable) without running anything or touching the store; a batch calls it before
+        it records anything."""
+        from council.calls.gateway import missing_key
+        from council.config.qualify import qualify
+
+        policies = self.config.policies
+        names = [self.recipe.tasks[task].member_policy, self.recipe.adjudication.policy]
+        for name in names:
+            if name not in policies:
+                raise ConfigError(f"recipe {self.recipe.name!r} names unknown policy {name!r}")
+            for seat in qualify(self.catalog, policies[name]).seats:
+                for entry in seat.chain:
+                    var = missing_key(entry)
+                    if var:
+                        raise ConfigError(f"model {entry.name!r} needs the API key env var {var}, which is not set")
 
     @property
     def catalog(self) -> list[ModelEntry]:
@@ -232,7 +262,15 @@ class Council:
             image=_image_part(image) if image is not None else None, sources=load_sources(sources),
             created_at=datetime.now(UTC),
         )
-        await self.arun_request(request)
+        loop = asyncio.get_running_loop()
+        _RUNS_IN_FLIGHT[loop] = _RUNS_IN_FLIGHT.get(loop, 0) + 1
+        try:
+            await self.arun_request(request)
+        finally:
+            _RUNS_IN_FLIGHT[loop] -= 1
+            if not _RUNS_IN_FLIGHT[loop] and "council.calls.gateway" in sys.modules:
+                # The caller's loop may end without cancelling what is left on it: leave nothing pending.
+                await sys.modules["council.calls.gateway"].stop_logging_worker()
         return RunResult.from_stored(self.store.load_run(request.run_id), self.store)
 
     async def prepare(self) -> None:
@@ -260,6 +298,8 @@ class Council:
 
         from council.store.resume import interrupt_pending
 
+        if self._store is None or not self._store.opened:
+            return  # refused before it reached the store: there is nothing to mark, and nothing to create
         try:
             # A call in flight when the run stopped was sent: its pending record stays, as interrupted.
             interrupt_pending(self.store, run_id)
@@ -286,12 +326,12 @@ class Council:
         self.store.add_feedback(run_id, label, note)
 
 
-def ask(question: str, *, config: Any = None, db: str | None = None, image: str | None = None,
+def ask(question: str, *, config: Any = None, db: str | os.PathLike[str] | None = None, image: str | None = None,
         sources: Sources = None) -> RunResult:
     """One-shot: build a Council from ``config`` and ask it ``question`` (sync)."""
     return Council(config, db=db).ask(question, image=image, sources=sources)
 
 
-def check(claim: str, *, config: Any = None, db: str | None = None, sources: Sources = None) -> RunResult:
+def check(claim: str, *, config: Any = None, db: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
     """One-shot: build a Council from ``config`` and fact-check ``claim`` (sync)."""
     return Council(config, db=db).check(claim, sources=sources)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
+from council.display import Col, build_table
 from council.errors import InputError
 from council.calls.records import CallRecord
 from council.store.mapping import call_from_row
@@ -67,6 +68,7 @@ __all__ = [
     "model_stats_frame",
     "parse_when",
     "percentile",
+    "report_rows",
     "report_table",
     "stats_report",
 ]
@@ -429,25 +431,32 @@ def _secs(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def report_table(report: StatsReport) -> Any:
-    """The report as a rich Table (what ``council stats`` prints)."""
-    from rich.table import Table
-
+def report_rows(report: StatsReport) -> tuple[list[Col], list[list[str]], str]:
+    """The report as columns, rows of cells and a caption (what ``council stats`` prints, fitted to the
+    terminal by ``council.display.print_table``)."""
     def when(dt: datetime | None, default: str) -> str:
         return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else default
 
     caption = (f"{report.runs} runs from {when(report.since, 'the first run')} to {when(report.until, 'now')}: "
                f"{report.degraded_runs} degraded, {report.failed_runs} failed, total cost ${report.total_cost_usd:.6f}")
     fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "week": "week of %Y-%m-%d"}
-    head = ["period"] if report.by else []
-    t = Table(*head, "model", "runs", "calls", "failed", "fallback", "seat failed", "stood in", "reliability",
-              "vs feedback", "in verdict", "cost USD", "p50 s", "p95 s", title="model quality", caption=caption)
+    cols = ([Col("period")] if report.by else []) + [
+        Col("model"), Col("runs", "num"), Col("calls", "num"), Col("failed", "num"), Col("fallback", "num"),
+        Col("seat failed", "num"), Col("stood in", "num"), Col("reliability", "num"), Col("vs feedback", "num"),
+        Col("in verdict", "num"), Col("cost USD", "num"), Col("p50 s", "num"), Col("p95 s", "num")]
+    rows = []
     for r in report.models:
         reliability = "-" if r.reliability is None else f"{r.reliability:.2f} ({r.agree}/{r.judged})"
         human = ("-" if r.feedback_accuracy is None
                  else f"{r.feedback_accuracy:.2f} ({r.feedback_agree}/{r.feedback_judged})")
         period = [r.period.strftime(fmt[report.by]) if r.period else ""] if report.by else []
-        t.add_row(*period, r.model, str(r.runs), str(r.calls), _pct(r.failure_rate), _pct(r.fallback_rate),
-                  _pct(r.seat_failure_rate), str(r.stood_in), reliability, human, _pct(r.verdict_support_rate),
-                  f"{r.cost_usd:.6f}", _secs(r.latency_p50_s), _secs(r.latency_p95_s))
-    return t
+        rows.append([*period, r.model, str(r.runs), str(r.calls), _pct(r.failure_rate), _pct(r.fallback_rate),
+                     _pct(r.seat_failure_rate), str(r.stood_in), reliability, human, _pct(r.verdict_support_rate),
+                     f"{r.cost_usd:.6f}", _secs(r.latency_p50_s), _secs(r.latency_p95_s)])
+    return cols, rows, caption
+
+
+def report_table(report: StatsReport) -> Any:
+    """The report as a rich Table (identifiers and numbers never wrapped)."""
+    cols, rows, caption = report_rows(report)
+    return build_table(cols, rows, title="model quality", caption=caption)

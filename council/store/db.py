@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,6 +25,7 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 
 from council.calls.answers import Claim, MemberAnswer, MemberFailure
 from council.config.catalog import ModelEntry
+from council.config.settings import CouncilConfig
 from council.deliberation.clusters import ClaimCluster
 from council.deliberation.sources import Passage, Source
 from council.errors import RunNotFound, StoreError
@@ -50,20 +52,60 @@ from .tables import (
 from council.deliberation.verdict import Verdict
 from council.deliberation.vote import Reliability
 
-__all__ = ["DB_ENV", "RunSummary", "Store", "StoredRun", "default_db_url"]
+__all__ = ["DB_ENV", "RunSummary", "Store", "StoredRun", "default_db_url", "resolve_db_url"]
 
 DB_ENV = "COUNCIL_DB"
 
 
 def default_db_url() -> str:
     """``COUNCIL_DB`` if set, else a SQLite file in the user data directory."""
-    env = os.environ.get(DB_ENV)
-    if env:
-        return env if "://" in env else f"sqlite:///{Path(env).expanduser().resolve()}"
+    return resolve_db_url(None)
+
+
+def _default_location() -> Path:
     import platformdirs
 
-    path = Path(platformdirs.user_data_dir("council", appauthor=False)) / "council.db"
+    return Path(platformdirs.user_data_dir("council", appauthor=False)) / "council.db"
+
+
+def resolve_db_url(db: str | os.PathLike[str] | None = None, *, config: CouncilConfig | None = None) -> str:
+    """The one place that turns what a user names into a SQLAlchemy URL, for the CLI (``--db``) and the API
+    (``Council(db=...)``) alike. The first given of: ``db``; the config's ``database`` (a relative path is
+    relative to the config file); ``COUNCIL_DB``; ``council.db`` in the user data directory.
+
+    Each may be a URL (anything with ``://``) or a SQLite file path (``~`` expanded, made absolute). A
+    database in a directory that does not exist is an error (``StoreError``), so a typo in ``--db`` never
+    creates a tree of folders; only the default location's folder is created (by ``Store``)."""
+    base: Path | None = None
+    if db is None and config is not None and config.database:
+        db = config.database
+        base = Path(config.source).expanduser().resolve().parent if config.source else None
+    if db is None:
+        db = os.environ.get(DB_ENV) or None
+    if db is None:
+        return f"sqlite:///{_default_location()}"
+    name = os.fspath(db).strip()
+    if not name:
+        raise StoreError("the database is empty: give a SQLAlchemy URL or a SQLite file path")
+    if "://" in name:
+        if name.startswith("sqlite:///") and name not in ("sqlite:///", "sqlite:///:memory:"):
+            _existing_folder(Path(name.removeprefix("sqlite:///").split("?", 1)[0]))
+        return name
+    if name == ":memory:":
+        return "sqlite:///:memory:"
+    path = Path(name).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    path = path.resolve()
+    _existing_folder(path)
     return f"sqlite:///{path}"
+
+
+def _existing_folder(path: Path) -> None:
+    if path.is_dir():
+        raise StoreError(f"cannot open database {path}: it is a directory (name a file in it, e.g. {path / 'council.db'})")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open database {path}: the directory {path.parent} does not exist (create it first)")
 
 
 def _with_driver(url: str) -> str:
@@ -125,27 +167,56 @@ class Store:
     """Reuse learned reliabilities computed less than this many seconds ago (0: always recompute). A batch
     sets it: the aggregate reads every stored answer, and thousands of councils need not each redo it."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | os.PathLike[str] | None = None, *, lazy: bool = False) -> None:
+        """``url``: a SQLAlchemy URL or a SQLite path (see ``resolve_db_url``). ``lazy``: connect, create and
+        migrate the database on first use rather than now, so a request refused before it reaches the store
+        (a config error) writes nothing at all."""
         self._deferred, self._intents = [], set()
-        self.url = _with_driver(url or default_db_url())
-        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
-            folder = Path(self.url.removeprefix("sqlite:///")).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot open database {self.url}: cannot create {folder}: {exc.strerror or exc}") from None
+        self.url = _with_driver(resolve_db_url(url))
+        self._opened = False
+        self._call_listeners: list[Callable[[CallRecord], None]] = []
         try:
             args: dict[str, Any] = {"timeout": 30} if self.url.startswith("sqlite") else {}
-            self.engine: Engine = create_engine(self.url, connect_args=args)
+            self._engine: Engine = create_engine(self.url, connect_args=args)
             if self.url.startswith("sqlite"):
                 from sqlalchemy import event
 
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            self.migrate()
+                event.listen(self._engine, "connect", _sqlite_pragmas)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {self.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
         except ModuleNotFoundError as exc:
             raise StoreError(f"cannot open database {self.safe_url}: driver missing ({exc.name})") from None
+        if not lazy:
+            self._open()
+
+    @property
+    def opened(self) -> bool:
+        """True once the database has been connected to (and created, for a new SQLite file)."""
+        return self._opened
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, the database created and migrated on first use."""
+        if not self._opened:
+            self._open()
+        return self._engine
+
+    def _open(self) -> None:
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            folder = Path(self.url.removeprefix("sqlite:///").split("?", 1)[0]).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)  # the default location's folder (see resolve_db_url)
+            except OSError as exc:
+                raise StoreError(f"cannot open database {self.url}: cannot create {folder}: {exc.strerror or exc}") from None
+        self._opened = True
+        try:
+            self.migrate()
+        except SQLAlchemyError as exc:
+            self._opened = False
+            raise StoreError(f"cannot open database {self.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
+        except BaseException:
+            self._opened = False
+            raise
 
     @property
     def safe_url(self) -> str:
@@ -305,6 +376,7 @@ class Store:
                                  "is another process running the same run?") from None
             raise
         self._intents.add(record.call_id)
+        self._tell(record)
 
     def add_call(self, record: CallRecord) -> None:
         """Write one call record (idempotent on ``call_id``). The final record of an attempt whose
@@ -314,8 +386,21 @@ class Store:
         if record.call_id in self._intents:
             self._intents.discard(record.call_id)
             self._deferred.append((CallRow, record.model_dump()))
-            return
-        self._write((CallRow, record.model_dump()))
+        else:
+            self._write((CallRow, record.model_dump()))
+        self._tell(record)
+
+    def on_call(self, listener: Callable[[CallRecord], None]) -> None:
+        """Call ``listener`` with every call record as it is written (``pending`` before a call is sent, then
+        its outcome): what a live progress display shows. It runs on the writer's thread: keep it quick."""
+        self._call_listeners.append(listener)
+
+    def _tell(self, record: CallRecord) -> None:
+        for listener in self._call_listeners:
+            try:
+                listener(record)
+            except Exception:  # a broken display must not fail a run
+                pass
 
     def add_answer(self, answer: MemberAnswer) -> None:
         rows: list[tuple[type[SQLModel], dict[str, Any]]] = [

@@ -41,6 +41,8 @@ __all__ = [
     "EVEREST",
     "GREAT_WALL",
     "demo_config",
+    "demo_config_toml",
+    "script_config",
     "demo_panel",
     "demo_script",
 ]
@@ -233,6 +235,57 @@ def demo_config(base_url: str, database: str | None = None) -> dict[str, Any]:
     return tables
 
 
+def _toml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def script_config(models: list[str], base_url: str, adjudicator: str, database: str | None = None) -> dict[str, Any]:
+    """Config tables for any script served at ``base_url``: every model is a catalog entry (price 0),
+    ``adjudicator`` is the adjudication policy's only model and the others are the members (a panel of up
+    to three, quorum up to two). ValueError when ``adjudicator`` is not one of ``models`` or no member is left."""
+    if adjudicator not in models:
+        raise ValueError(f"the adjudicator {adjudicator!r} is not a model of the script ({', '.join(models)})")
+    members = [m for m in models if m != adjudicator]
+    if not members:
+        raise ValueError("the script needs at least one member besides the adjudicator")
+    entry = (lambda name: {"model": f"openai/{name}", "api_base": base_url, "provider": f"scripted-{name}",
+                           "input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0})
+    member_policy = {"allowed_models": members, "panel_size": min(3, len(members)), "quorum": min(2, len(members))}
+    tables: dict[str, Any] = {
+        "models": {name: entry(name) for name in models},
+        "policies": {"research": dict(member_policy), "fact_check": dict(member_policy),
+                     "adjudication": {"allowed_models": [adjudicator]}},
+    }
+    if database is not None:
+        tables = {"database": database, **tables}
+    return tables
+
+
+def demo_config_toml(base_url: str, database: str | None = None, tables: dict[str, Any] | None = None) -> str:
+    """:func:`demo_config` (or the given ``tables``) as the text of a config file: what ``python -m
+    council.testing.server --write-config FILE`` writes. ``database`` may be a relative path: relative to
+    the config file."""
+    tables = tables if tables is not None else demo_config(base_url, database)
+    lines = ["# A config for the scripted server (python -m council.testing.server): no API key needed.",
+             "# Point the models' api_base at real OpenAI-compatible servers, or replace them, for real work."]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
+    for section in ("models", "policies"):
+        for name, table in tables[section].items():
+            lines.append(f"\n[{section}.{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
 def demo_panel(database: str | None = None, *, seed: int = 7) -> tuple[ScriptedServer, dict[str, Any]]:
     """Start the demonstration panel's scripted server on loopback and return it with its config tables.
 
@@ -247,7 +300,9 @@ def demo_panel(database: str | None = None, *, seed: int = 7) -> tuple[ScriptedS
         folder = tempfile.mkdtemp(prefix="council-demo-")
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         database = f"sqlite:///{Path(folder) / 'council.db'}"
-    elif "://" not in database:
-        database = f"sqlite:///{Path(database).expanduser().resolve()}"
+    else:
+        from council.store.db import resolve_db_url
+
+        database = resolve_db_url(database)
     srv = ScriptedServer(demo_script(seed)).start()
     return srv, demo_config(srv.base_url, database)

@@ -31,7 +31,10 @@ record then has status 499.
 
 Command line: ``python -m council.testing.server --script FILE [--host 127.0.0.1] [--port N]`` prints
 exactly one line, ``listening on http://127.0.0.1:N/v1``, and serves until SIGINT/SIGTERM. A bad script
-prints one error line on stderr and exits with status 2.
+prints one error line on stderr and exits with status 2. ``--example`` plays the shipped demonstration
+panel instead (:mod:`council.testing.demo`). ``--write-config FILE`` writes a council config for the
+served models (on the port actually bound) before the line is printed; with ``--script`` it needs
+``--adjudicator MODEL``, the script's model that adjudicates (every other model is a member).
 
 Importing this module starts nothing and reads no environment.
 """
@@ -441,10 +444,23 @@ class ScriptedServer:
 
 # --------------------------------------------------------------------- command line
 
-async def _serve_until_signalled(server: ScriptedServer) -> None:
+async def _serve_until_signalled(server: ScriptedServer, write_config: str | None = None,
+                                 adjudicator: str | None = None) -> None:
+    import os
     import signal
 
     await server.astart()
+    if write_config is not None:
+        from .demo import demo_config_toml, script_config
+
+        # Written once listening (a script can wait for the file), atomically (never half a file).
+        target = Path(write_config)
+        database = f"{target.stem}.db"
+        tables = (None if adjudicator is None
+                  else script_config(list(server.script.models), server.base_url, adjudicator, database))
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(demo_config_toml(server.base_url, database, tables), encoding="utf-8")
+        os.replace(tmp, target)
     print(f"listening on {server.base_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -462,17 +478,40 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m council.testing.server",
         description="Serve a scripted OpenAI-compatible chat API on loopback until SIGINT/SIGTERM.",
     )
-    parser.add_argument("--script", required=True, help="script file (.toml or .json)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--script", help="script file (.toml or .json)")
+    what.add_argument("--example", action="store_true",
+                      help="play the shipped demonstration panel (council.testing.demo: atlas, borealis, cirrus, "
+                           "dune and the adjudicator judge)")
+    parser.add_argument("--write-config", metavar="FILE",
+                        help="once listening, write a council config for the served models to FILE (its database: "
+                             "FILE's name with .db, next to it); with --script, name the adjudicator too")
+    parser.add_argument("--adjudicator", metavar="MODEL",
+                        help="with --script and --write-config: the script's model that adjudicates (the others "
+                             "are members)")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one (default)")
     args = parser.parse_args(argv)
+    if args.write_config and args.script and not args.adjudicator:
+        parser.error("--write-config with --script needs --adjudicator MODEL (the script's adjudicator)")
+    if args.adjudicator and not (args.script and args.write_config):
+        parser.error("--adjudicator goes with --script and --write-config")
     try:
-        server = ScriptedServer(args.script, host=args.host, port=args.port)
+        if args.example:
+            from .demo import demo_script
+
+            server = ScriptedServer(demo_script(), host=args.host, port=args.port)
+        else:
+            server = ScriptedServer(args.script, host=args.host, port=args.port)
+        if args.adjudicator:
+            from .demo import script_config
+
+            script_config(list(server.script.models), "http://check", args.adjudicator)  # fail before listening
     except ValueError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve_until_signalled(server))
+        asyncio.run(_serve_until_signalled(server, args.write_config, args.adjudicator))
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
