@@ -17,10 +17,17 @@ Measured, each in a fresh subprocess (imports and one-off warm-up outside the ti
   ``council check -p N``): one process is CPU-bound, so this is how a batch uses more cores. Its wall
   time includes starting the helper processes (their imports are not warmed up);
 - peak RSS (``resource.getrusage(...).ru_maxrss``) of the batch process for ``--claims`` and
-  ``--big-claims`` claims (10,000): goal flat, under 500 MB.
+  ``--big-claims`` claims (10,000): goal flat, under 500 MB;
+- database work per claim: commits and SQL statements (SQLAlchemy engine events) of the one-process run;
+- where the batch's CPU goes (``--profile``, a separate profiled run: cProfile's own time per function,
+  summed by where the function lives: litellm, the store (SQLAlchemy, sqlmodel, the drivers), LangGraph,
+  council's own code, and the rest (asyncio, aiohttp, httpx, pydantic ...)).
+
+``--tree DIR`` runs the batch workers on another checkout of council (``git worktree add DIR <commit>``),
+so a before/after comparison is two runs of this same script; the bare loop is the same in both.
 
     python benchmarks/bench_batch.py [--claims 1000] [--big-claims 10000] [--concurrency 64] [--latency 0.1]
-                                     [--processes 2] [--repeat 1]
+                                     [--processes 2] [--repeat 1] [--profile] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -81,24 +88,63 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def worker_batch(claims: str, cfg: str, db: str, concurrency: int, tmp: str, processes: int = 1) -> dict[str, Any]:
+_CPU_GROUPS = (("litellm", ("/litellm/",)), ("store", ("/sqlalchemy/", "/sqlmodel/", "sqlite3", "/psycopg")),
+               ("langgraph", ("/langgraph/", "/langchain_core/")), ("council", ("/council/",)))
+
+
+def _cpu_split(profile: Any) -> dict[str, float]:
+    """Share of the profiled CPU (own time per function) by where the function lives."""
+    import pstats
+
+    split = dict.fromkeys([g for g, _ in _CPU_GROUPS] + ["other"], 0.0)
+    for (filename, _line, _name), row in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        own = row[2]
+        group = next((g for g, marks in _CPU_GROUPS if any(m in filename for m in marks)), "other")
+        split[group] += own
+    total = sum(split.values()) or 1.0
+    return {g: v / total for g, v in split.items()}
+
+
+def worker_batch(claims: str, cfg: str, db: str, concurrency: int, tmp: str, processes: int = 1,
+                 profile: bool = False) -> dict[str, Any]:
     import council
-    from council.batch import check_many
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    import asyncio
+
+    from council import acheck_many  # the public API, in this checkout and in older ones (--tree)
+
+    def check_many(*args: Any, **kwargs: Any) -> Any:  # in this thread, so that cProfile sees the work
+        return asyncio.run(acheck_many(*args, **kwargs))
 
     # Warm-up outside the timed part: imports, litellm's HTTP client, wordllama, graph compilation.
     warm = Path(tmp) / "warm.jsonl"
     write_claims(warm, 4)
     check_many(str(warm), config=cfg, db=f"sqlite:///{Path(tmp) / 'warm.db'}", concurrency=4)
     rss_before = _rss_mb()
+    sql = {"commits": 0, "statements": 0}
+    event.listen(Engine, "commit", lambda conn: sql.__setitem__("commits", sql["commits"] + 1))
+    event.listen(Engine, "before_cursor_execute",
+                 lambda *a: sql.__setitem__("statements", sql["statements"] + 1))
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile(time.process_time)  # CPU time, not time spent waiting on the network
+        prof.enable()
     start = time.perf_counter()
     cpu0 = time.process_time()
     report = check_many(claims, config=cfg, db=f"sqlite:///{db}", concurrency=concurrency, processes=processes)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu0
+    if prof is not None:
+        prof.disable()
     store = council.Store(f"sqlite:///{db}")
     calls = store.engine.connect().exec_driver_sql("SELECT COUNT(*) FROM calls WHERE status != 'skipped'").scalar()
     return {"wall": wall, "cpu": cpu, "claims": report.checked, "calls": calls, "counts": report.counts,
-            "rss_mb": _rss_mb(), "rss_before_mb": rss_before}
+            "rss_mb": _rss_mb(), "rss_before_mb": rss_before, "commits": sql["commits"],
+            "statements": sql["statements"], "cpu_split": _cpu_split(prof) if prof is not None else None}
 
 
 def worker_bare(base_url: str, calls: int, concurrency: int) -> dict[str, Any]:
@@ -131,8 +177,11 @@ def worker_bare(base_url: str, calls: int, concurrency: int) -> dict[str, Any]:
     return {"wall": wall, "cpu": time.process_time() - cpu0, "calls": calls, "rss_mb": _rss_mb()}
 
 
-def _subprocess(args: list[str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+def _subprocess(args: list[str], tree: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([tree, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise SystemExit(f"worker {args[:2]} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,12 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=1, help="alternate bare/batch runs this many times")
     parser.add_argument("--processes", type=int, default=2, help="processes of the multi-process run (1: skip it)")
+    parser.add_argument("--profile", action="store_true", help="one more, profiled, run for the CPU split")
+    parser.add_argument("--tree", help="run the batch workers on this checkout of council (before/after)")
     parser.add_argument("--worker", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         kind, *rest = args.worker
         if kind == "batch":
-            result = worker_batch(rest[0], rest[1], rest[2], int(rest[3]), rest[4], int(rest[5]))
+            result = worker_batch(rest[0], rest[1], rest[2], int(rest[3]), rest[4], int(rest[5]), rest[6] == "1")
         else:
             result = worker_bare(rest[0], int(rest[1]), int(rest[2]))
         print(json.dumps(result))
@@ -177,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             for n in sizes:
                 write_claims(tmp / f"claims-{n}.jsonl", n)
 
-            def batch(n: int, tag: str, processes: int = 1) -> dict[str, Any]:
+            def batch(n: int, tag: str, processes: int = 1, profile: bool = False) -> dict[str, Any]:
                 return _subprocess(["--worker", "batch", str(tmp / f"claims-{n}.jsonl"), str(tmp / "council.toml"),
-                                    str(tmp / f"{tag}.db"), str(args.concurrency), str(tmp), str(processes)])
+                                    str(tmp / f"{tag}.db"), str(args.concurrency), str(tmp), str(processes),
+                                    "1" if profile else "0"], args.tree)
 
             batches, bares, multis = [], [], []
             for i in range(args.repeat):
@@ -189,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.processes > 1:
                     multis.append(batch(args.claims, f"multi{i}", args.processes))
             big = batch(args.big_claims, "big") if args.big_claims else None
+            profiled = batch(args.claims, "profiled", profile=True) if args.profile else None
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -226,6 +279,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"{'PASS' if flat else 'MISS'}: peak RSS {best_b['rss_mb']:.0f} MB at {args.claims} claims, "
                       f"{big['rss_mb']:.0f} MB at {args.big_claims}; goal flat and < {RSS_GOAL_MB:.0f} MB")
     console.print(f"statuses: {best_b['counts']}" + (f"; big: {big['counts']}" if big else ""))
+    per_claim = max(best_b["claims"], 1)
+    console.print(f"database work per claim (one process): {best_b['commits'] / per_claim:.1f} commits, "
+                  f"{best_b['statements'] / per_claim:.1f} SQL statements")
+    if profiled is not None and profiled["cpu_split"]:
+        split = profiled["cpu_split"]
+        console.print("CPU split (profiled run, own time): " + ", ".join(f"{g} {v:.0%}" for g, v in split.items()))
+    if args.tree:
+        console.print(f"batch workers ran on the checkout at {args.tree}")
     console.print(f"host: {os.cpu_count()} CPUs, 1-min load average {load:.2f} at start; Python {sys.version.split()[0]}")
     return 0
 
