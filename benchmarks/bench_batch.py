@@ -20,8 +20,8 @@ Measured, each in a fresh subprocess (imports and one-off warm-up outside the ti
   ``--big-claims`` claims (10,000): goal flat, under 500 MB;
 - database work per claim: commits and SQL statements (SQLAlchemy engine events) of the one-process run;
 - where the batch's CPU goes (``--profile``, a separate profiled run: cProfile's own time per function,
-  summed by where the function lives: litellm, the store (SQLAlchemy, sqlmodel, the drivers), LangGraph,
-  council's own code, and the rest (asyncio, aiohttp, httpx, pydantic ...)).
+  summed by where the function lives: litellm with its HTTP stack, the store (SQLAlchemy, sqlmodel, the
+  drivers, council.store), LangGraph, the rest of council, and other (asyncio, pydantic, the stdlib)).
 
 ``--tree DIR`` runs the batch workers on another checkout of council (``git worktree add DIR <commit>``),
 so a before/after comparison is two runs of this same script; the bare loop is the same in both.
@@ -88,19 +88,29 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-_CPU_GROUPS = (("litellm", ("/litellm/",)), ("store", ("/sqlalchemy/", "/sqlmodel/", "sqlite3", "/psycopg")),
+_CPU_GROUPS = (("litellm", ("/litellm/", "/openai/", "/httpx", "/httpcore/", "/aiohttp/", "/tiktoken")),
+               ("store", ("/sqlalchemy/", "/sqlmodel/", "sqlite3", "/psycopg", "/council/store/")),
                ("langgraph", ("/langgraph/", "/langchain_core/")), ("council", ("/council/",)))
 
 
+def _group(filename: str) -> str:
+    return next((g for g, marks in _CPU_GROUPS if any(m in filename for m in marks)), "other")
+
+
 def _cpu_split(profile: Any) -> dict[str, float]:
-    """Share of the profiled CPU (own time per function) by where the function lives."""
+    """Share of the profiled CPU (own time per function) by where the function lives: litellm with the
+    HTTP stack it drives (openai, httpx, aiohttp), the store (SQLAlchemy, sqlmodel, the drivers,
+    council.store), LangGraph, the rest of council, other (asyncio, pydantic, the standard library). A
+    built-in function's time goes to the code that called it."""
     import pstats
 
     split = dict.fromkeys([g for g, _ in _CPU_GROUPS] + ["other"], 0.0)
     for (filename, _line, _name), row in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
-        own = row[2]
-        group = next((g for g, marks in _CPU_GROUPS if any(m in filename for m in marks)), "other")
-        split[group] += own
+        if filename == "~" and row[4]:  # a built-in: charge its callers
+            for (caller_file, _l, _n), caller_row in row[4].items():
+                split[_group(caller_file)] += caller_row[2]
+        else:
+            split[_group(filename)] += row[2]
     total = sum(split.values()) or 1.0
     return {g: v / total for g, v in split.items()}
 
