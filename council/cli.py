@@ -175,7 +175,7 @@ def stats(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
+    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency, rate-limit queueing."""
     from council.provenance.monitoring import report_table, stats_report
 
     report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
@@ -313,11 +313,13 @@ def _print_result(result: Any, as_json: bool) -> None:
         for k in result.clusters:
             kt.add_row(k.label, k.status, k.settled_by, f"{k.support:.2f}", ",".join(k.member_labels), _short(k.text, 60))
         con.print(kt)
-    kt = Table("member", "try", "model", "status", "tokens in/out", "cost USD", "cost source", "latency s", title="calls")
+    kt = Table("member", "try", "model", "status", "tokens in/out", "cost USD", "cost source", "latency s", "queued s",
+               title="calls")
     for r in result.calls:
         status = r.status + (f" ({r.error_kind})" if r.error_kind else "")
         kt.add_row(r.member_label, str(r.attempt), r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"),
-                   status, f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}")
+                   status, f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}",
+                   f"{r.queued_s:.2f}")
     con.print(kt)
     con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls")
 

@@ -7,6 +7,11 @@ commands at once) stays under the limits together. A call counts against its mod
 provider's: one request for ``rpm``/``rps``, its prompt estimate plus ``max_tokens`` for ``tpm``.
 ``concurrent`` is a semaphore per process (each of N processes holds an equal share).
 
+Sends are also spaced evenly within a process (one request per ``60 / rpm`` or ``1 / rps`` seconds per
+model and provider): a moving window alone would let a whole minute's quota go in one burst, and a burst
+that meets a provider's window edge turns the smallest transport delay into a 429. Spacing leaves the
+throughput at the limit, which is what the windows then guarantee across processes.
+
 Adaptive: a 429 (its Retry-After, else an exponential backoff) or an answer whose headers announce that
 the provider's quota is used up pauses that model for everyone sharing the limiter (the pause is kept in
 the same storage) until the provider said capacity returns. Waiting is bounded by the caller
@@ -159,6 +164,8 @@ class RateLimiter:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
         self._waiting: dict[str, int] = defaultdict(int)
         self._why: dict[str, str] = {}
+        self._next_send: dict[str, float] = {}
+        """Rule scope -> the monotonic time before which this process sends it no request (even spacing)."""
 
     @staticmethod
     def _rules_of(limits: Limits | None, scope: str) -> list[_Rule]:
@@ -258,10 +265,15 @@ class RateLimiter:
                 while True:
                     now = time.time()
                     paused = await self._io(self._pauses.until, entry.name)
+                    spacing = self._spacing_wait(rules)
                     if paused > now:
                         wait, why = paused - now, "provider pause (429 or quota reset)"
+                    elif spacing > 0:
+                        wait, why = spacing, rules[0].what if len(rules) == 1 else "rate limit"
                     elif rules:
                         wait, why = await self._try_take(rules, tokens)
+                        if wait <= 0:
+                            self._spaced(rules)
                     else:
                         wait, why = 0.0, ""
                     if wait <= 0:
@@ -279,6 +291,16 @@ class RateLimiter:
         finally:
             self._waiting[entry.name] -= 1
         return Permit(True, time.monotonic() - started, _release=release)
+
+    def _spacing_wait(self, rules: list[_Rule]) -> float:
+        now = time.monotonic()
+        return max((self._next_send.get(f"{r.scope}/{r.what}", 0.0) - now for r in rules if r.what != "tpm"), default=0.0)
+
+    def _spaced(self, rules: list[_Rule]) -> None:
+        now = time.monotonic()
+        for r in rules:
+            if r.what != "tpm":
+                self._next_send[f"{r.scope}/{r.what}"] = now + r.item.get_expiry() / r.item.amount
 
     def _refused(self, started: float, entry: ModelEntry, why: str, release: Any = None) -> Permit:
         if release is not None:

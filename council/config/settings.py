@@ -177,7 +177,9 @@ def _rate_limits(table: Any, model_names: set[str], where: str) -> RateLimitConf
     try:
         limits = RateLimitConfig.model_validate(table)
     except ValidationError as exc:
-        raise _first_error(exc, f"{where}: rate_limits") from None
+        err = exc.errors()[0]
+        loc = ".".join(["rate_limits", *(str(p) for p in err["loc"])])
+        raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
     for name in limits.models:
         if name not in model_names:
             known = ", ".join(sorted(model_names)) or "none"

@@ -22,6 +22,10 @@ Per model (catalog name) the numbers mean:
   in the verdict's support set.
 - **latency**: percentiles over sent calls, linear interpolation between order statistics (the same as
   ``numpy.percentile`` and ``pandas.Series.quantile``), in seconds.
+- **queued**: seconds calls waited for rate-limit capacity before they were sent (the record's ``queued_s``,
+  never part of its latency): the mean, 95th percentile and total over sent calls; ``rate_limited`` counts
+  the model's 429 answers and ``rate_limit_skips`` the calls that fell back because no capacity came within
+  the policy's ``rate_limit_wait_s``.
 
 pandas is imported inside the ``*_frame`` functions only, never when council is imported.
 """
@@ -156,6 +160,16 @@ class ModelStats(BaseModel):
     """95th percentile latency of sent calls."""
     latency_max_s: float | None = None
     """Slowest sent call."""
+    queued_mean_s: float | None = None
+    """Mean seconds a sent call waited for rate-limit capacity before it was sent (not part of latency)."""
+    queued_p95_s: float | None = None
+    """95th percentile of that wait."""
+    queued_total_s: float = 0.0
+    """Seconds all of the model's calls waited for rate-limit capacity together."""
+    rate_limited: int = 0
+    """Calls the provider refused with a 429 (error kind ``rate_limit``)."""
+    rate_limit_skips: int = 0
+    """Calls not sent because no rate-limit capacity came within the policy's wait (they fell back)."""
     first_call: datetime | None = None
     """Start of the model's first call in the window (UTC)."""
     last_call: datetime | None = None
@@ -300,6 +314,7 @@ def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | Non
     backed = sum(1 for a in with_verdict if any(cid in w.support[a.run_id] for cid in claims_of[a.answer_id]))
 
     latencies = [c.latency_s for c in sent]
+    queued = [c.queued_s for c in sent]
     starts = [c.started_at for c in mine]
     return ModelStats(
         model=model,
@@ -340,6 +355,11 @@ def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | Non
         latency_p90_s=percentile(latencies, 90),
         latency_p95_s=percentile(latencies, 95),
         latency_max_s=max(latencies) if latencies else None,
+        queued_mean_s=sum(queued) / len(queued) if queued else None,
+        queued_p95_s=percentile(queued, 95),
+        queued_total_s=sum(c.queued_s for c in mine),
+        rate_limited=sum(1 for c in mine if c.status == "failed" and c.error_kind == "rate_limit"),
+        rate_limit_skips=sum(1 for c in mine if c.status == "skipped" and c.error_kind == "rate_limit_wait"),
         first_call=_aware(min(starts)) if starts else None,
         last_call=_aware(max(starts)) if starts else None,
     )
@@ -441,7 +461,8 @@ def report_table(report: StatsReport) -> Any:
     fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d", "week": "week of %Y-%m-%d"}
     head = ["period"] if report.by else []
     t = Table(*head, "model", "runs", "calls", "failed", "fallback", "seat failed", "stood in", "reliability",
-              "vs feedback", "in verdict", "cost USD", "p50 s", "p95 s", title="model quality", caption=caption)
+              "vs feedback", "in verdict", "cost USD", "p50 s", "p95 s", "queued p95 s", "429s",
+              title="model quality", caption=caption)
     for r in report.models:
         reliability = "-" if r.reliability is None else f"{r.reliability:.2f} ({r.agree}/{r.judged})"
         human = ("-" if r.feedback_accuracy is None
@@ -449,5 +470,6 @@ def report_table(report: StatsReport) -> Any:
         period = [r.period.strftime(fmt[report.by]) if r.period else ""] if report.by else []
         t.add_row(*period, r.model, str(r.runs), str(r.calls), _pct(r.failure_rate), _pct(r.fallback_rate),
                   _pct(r.seat_failure_rate), str(r.stood_in), reliability, human, _pct(r.verdict_support_rate),
-                  f"{r.cost_usd:.6f}", _secs(r.latency_p50_s), _secs(r.latency_p95_s))
+                  f"{r.cost_usd:.6f}", _secs(r.latency_p50_s), _secs(r.latency_p95_s), _secs(r.queued_p95_s),
+                  str(r.rate_limited))
     return t
