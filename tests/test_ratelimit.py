@@ -300,6 +300,14 @@ async def test_batch_with_the_limit_gets_no_429_and_takes_about_calls_over_rate(
     assert max(r.queued_s for r in records) >= 2.0
     for r in records:  # the wait is not latency: the record starts when the request is sent
         assert abs((r.finished_at - r.started_at).total_seconds() - r.latency_s) < 0.5
+    from council.provenance.monitoring import stats_report
+
+    by_model = {row.model: row for row in stats_report(Store(db)).models}
+    for m in MEMBERS:  # council stats shows the wait apart from latency, from the same records
+        mine = [r for r in records if r.model == m]
+        assert by_model[m].queued_total_s == pytest.approx(sum(r.queued_s for r in mine))
+        assert by_model[m].queued_p95_s is not None and by_model[m].queued_p95_s > by_model[m].latency_p95_s
+        assert by_model[m].rate_limited == 0
     assert any(w.model in MEMBERS and w.reason == "rps" for snapshot in seen for w in snapshot)
     assert rate_limit_note(seen[0]).startswith(" · waiting on rate limit: m-")
 
@@ -320,6 +328,14 @@ async def test_batch_without_the_limit_meets_429s_and_falls_back(scripted, tmp_p
     assert fallbacks and {c.model for c in fallbacks} == {"m-spare"}
     assert server.stats()["requests"]["m-spare"] == len(fallbacks)
     assert sum(report.counts.values()) == n
+    proc = subprocess.run([sys.executable, "-m", "council", "stats", "--db", db, "--json"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == 0, proc.stderr
+    shown = {row["model"]: row for row in json.loads(proc.stdout)["models"]}
+    for m in MEMBERS:  # the 429s and the skips for want of capacity, per model, as the records say
+        assert shown[m]["rate_limited"] == sum(1 for c in calls if c.model == m and c.error_kind == "rate_limit")
+        assert shown[m]["rate_limit_skips"] == sum(1 for c in calls if c.model == m and c.error_kind == "rate_limit_wait")
+    assert sum(shown[m]["rate_limited"] for m in MEMBERS) == refused
 
 
 @needs_redis
@@ -350,3 +366,67 @@ def test_two_processes_sharing_a_redis_limiter_stay_under_the_limit_together(scr
     member_requests = [r for r in server.requests if r.model in MEMBERS]
     span = max(r.finished for r in member_requests) - min(r.started for r in member_requests)
     assert span >= 2 * n / CLIENT_RPS - 1.5, span
+
+
+# ------------------------------------------------------------------------------------------ one member's chain
+
+
+def chain_context(records: list[Any], limiter: RateLimiter, **policy: Any) -> Any:
+    from council.calls.members import CallContext
+    from council.calls.prompts import RenderedPrompt
+    from council.config.policy import TaskPolicy
+
+    prompt = RenderedPrompt(template_name="member.j2", template_hash="0" * 12, system="Reply in JSON.", user="Question: q")
+    return CallContext(run_id="run-rl", node="member", member_label="A", prompt=prompt, sink=records.append,
+                       policy=TaskPolicy(name="research", **{"timeout_s": 5.0, "max_output_tokens": 100, **policy}),
+                       limiter=limiter)
+
+
+def two_models(server: Any) -> list[ModelEntry]:
+    return [ModelEntry(name=n, model=f"openai/{n}", api_base=server.base_url, provider=f"prov-{n}",
+                       capabilities=frozenset({"text"}), input_usd_per_mtok=1.0, output_usd_per_mtok=1.0)
+            for n in ("m-a", "m-b")]
+
+
+GOOD = {"answer": "No.", "claims": [{"text": "It is not.", "confidence": 0.9}]}
+
+
+async def test_a_429_is_waited_out_on_the_same_model_within_the_policy_wait(scripted) -> None:
+    from council.calls.answers import AnswerDraft
+    from council.calls.members import run_chain
+
+    server = scripted({"models": {
+        "m-a": {"answers": [{"content": GOOD}], "faults": [{"kind": "429", "attempts": [1], "retry_after": 0.6}]},
+        "m-b": {"answers": [{"content": GOOD}]}}})
+    chain = two_models(server)
+    records: list[Any] = []
+    out = await run_chain(chain_context(records, RateLimiter(RateLimitConfig(), chain), attempts_per_model=1),
+                          chain, AnswerDraft)
+    assert out.model is not None and out.model.name == "m-a"  # no fallback although attempts_per_model = 1
+    assert [(r.model, r.status, r.error_kind) for r in records] == [("m-a", "failed", "rate_limit"), ("m-a", "ok", None)]
+    assert records[0].queued_s < 0.1 and records[1].queued_s >= 0.55  # the Retry-After pause, on the retry's record
+    assert records[1].latency_s < records[1].queued_s
+
+
+async def test_a_429_asking_more_than_the_policy_wait_falls_back_at_once(scripted) -> None:
+    from council.calls.answers import AnswerDraft
+    from council.calls.members import run_chain
+
+    server = scripted({"models": {
+        "m-a": {"answers": [{"content": GOOD}], "faults": [{"kind": "429", "attempts": [1], "retry_after": 30}]},
+        "m-b": {"answers": [{"content": GOOD}]}}})
+    chain = two_models(server)
+    records: list[Any] = []
+    limiter = RateLimiter(RateLimitConfig(), chain)
+    started = time.monotonic()
+    out = await run_chain(chain_context(records, limiter, rate_limit_wait_s=5), chain, AnswerDraft)
+    assert time.monotonic() - started < 5
+    assert out.model is not None and out.model.name == "m-b"
+    assert [(r.model, r.status) for r in records] == [("m-a", "failed"), ("m-b", "ok")]
+    # the next caller of m-a does not even try it: the pause holds for everyone sharing the limiter
+    records2: list[Any] = []
+    out2 = await run_chain(chain_context(records2, limiter, rate_limit_wait_s=5), chain, AnswerDraft)
+    assert [(r.model, r.status, r.error_kind) for r in records2] == [("m-a", "skipped", "rate_limit_wait"), ("m-b", "ok", None)]
+    assert "no provider pause (429 or quota reset) capacity for m-a" in (records2[0].error_message or "")
+    assert out2.model is not None and out2.model.name == "m-b"
+    assert server.stats()["requests"] == {"m-a": 1, "m-b": 2}
