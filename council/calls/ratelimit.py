@@ -312,9 +312,11 @@ class RateLimiter:
 
     async def rate_limited(self, entry: ModelEntry, retry_after: float | None, strike: int) -> float:
         """A 429 from ``entry``: pause it for everyone sharing the limiter for its Retry-After, else for an
-        exponential backoff (1, 2, 4 ... s by ``strike``, at most 30 s); return the pause in seconds."""
+        exponential backoff (1, 2, 4 ... s by ``strike``, at most 30 s), at least 0.25 s per strike; return the
+        pause in seconds."""
         pause = retry_after if retry_after is not None else min(_MAX_BACKOFF_S, 2.0 ** (max(1, strike) - 1))
-        pause = max(0.0, pause)
+        # A Retry-After of 0 would retry at once, again and again: each strike waits a little longer.
+        pause = max(pause, min(_MAX_BACKOFF_S, 0.25 * max(1, strike)))
         if pause > 0:
             await self._io(self._pauses.extend, entry.name, time.time() + pause)
         return pause
