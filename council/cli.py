@@ -295,7 +295,7 @@ def stats(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
+    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency, rate-limit queueing."""
     from council.provenance.monitoring import stats_report
 
     report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
@@ -500,9 +500,11 @@ def _print_result(result: Any, as_json: bool) -> None:
         status = r.status + (f" ({r.error_kind})" if r.error_kind else "")
         calls.append([r.member_label, str(r.attempt),
                       r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"), status,
-                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}"])
+                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}",
+                      f"{r.queued_s:.2f}"])
     print_table(con, [Col("member"), Col("try", "num"), Col("model"), Col("status"), Col("tokens in/out", "num"),
-                      Col("cost USD", "num"), Col("cost source"), Col("latency s", "num")], calls, title="calls")
+                      Col("cost USD", "num"), Col("cost source"), Col("latency s", "num"), Col("queued s", "num")],
+                calls, title="calls")
     con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls",
               markup=False, highlight=False)
 

@@ -322,7 +322,8 @@ def test_fallback_after_429_charges_the_serving_model(scripted, db_url: str) -> 
         "m-a": model_script("m-a", faults=[{"kind": "429", "attempts": [1]}]),
         "m-spare": model_script("m-spare", prompt_tokens=1500, completion_tokens=300),
     })))
-    result = run(server, db_url, research={"attempts_per_model": 1})
+    # rate_limit_wait_s = 0: the policy allows no wait for rate limits, so a 429 falls back at once.
+    result = run(server, db_url, research={"attempts_per_model": 1, "rate_limit_wait_s": 0})
     failed, served = calls_of(result, "A")
     assert (failed.attempt, failed.model, failed.status, failed.error_kind) == (1, "m-a", "failed", "rate_limit")
     assert failed.cost_usd == 0.0 and failed.cost_source == "none"
@@ -591,7 +592,7 @@ def test_total_cost_is_the_sum_of_call_records_in_the_store(scripted, db_url: st
         "m-a": model_script("m-a", faults=[{"kind": "malformed_json", "attempts": [1]}]),
         "m-b": model_script("m-b", faults=[{"kind": "429", "attempts": [1]}]),
     })))
-    result = run(server, db_url)
+    result = run(server, db_url, research={"rate_limit_wait_s": 0})  # a 429 falls back at once
     stored = Store(db_url).load_run(result.run_id)
     assert stored.total_cost_usd == pytest.approx(sum(c.cost_usd for c in stored.calls))
     # m-a twice (invalid then ok), m-b refused then m-spare, m-c, judge

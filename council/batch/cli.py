@@ -55,6 +55,7 @@ def check(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     helper_of: Annotated[int | None, typer.Option("--helper-of", hidden=True)] = None,
+    rate_limit_share: Annotated[int | None, typer.Option("--rate-limit-share", hidden=True, min=1)] = None,
 ) -> None:
     """Fact-check every claim of a JSONL or CSV file: many councils at once, resumable, within a budget.
 
@@ -85,6 +86,7 @@ def check(
                 claims, config=config, db=db, concurrency=concurrency, budget_usd=budget_usd, out=out,
                 batch_id=batch_id, retry_failed=retry_failed, max_claim_chars=max_claim_chars, processes=processes,
                 on_progress=bar.update, on_bad_row=None if helper_of else bad_row, _helper=helper_of is not None,
+                _rate_limit_share=rate_limit_share,
             ))
     except CouncilError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -134,11 +136,21 @@ class _ProgressBar:
         if self.progress is None:
             return
         stats = (f"failed {p.failed} · contested {p.contested} · skipped {p.skipped_budget} · "
-                 f"${p.spent_usd:.4f} · {p.rate:.1f}/s")
+                 f"${p.spent_usd:.4f} · {p.rate:.1f}/s{rate_limit_note(p.waiting)}")
         if self.task is None:
             self.task = self.progress.add_task("batch", total=p.total, completed=p.done, stats=stats)
         else:
             self.progress.update(self.task, completed=p.done, stats=stats)
+
+
+def rate_limit_note(waiting: list[Any]) -> str:
+    """What the progress bar says of calls waiting on rate limits: `` · waiting on rate limit: m-a (3 calls,
+    rpm)``; empty when nothing waits."""
+    if not waiting:
+        return ""
+    shown = ", ".join(f"{w.model} ({w.calls} call{'s' if w.calls != 1 else ''}, {w.reason})" for w in waiting[:3])
+    more = f" +{len(waiting) - 3} more" if len(waiting) > 3 else ""
+    return f" · waiting on rate limit: {shown}{more}"
 
 
 def _print_summary(con: Any, report: Any) -> None:

@@ -30,14 +30,15 @@ class Helpers:
     """``async with Helpers(n, ...)``: n helper processes running while the block runs (n may be 0)."""
 
     def __init__(self, n: int, claims: Any, *, config: Any, db: str | None, batch_id: str, concurrency: int,
-                 max_claim_chars: int, budget_share: float | None, runner: Any) -> None:
+                 max_claim_chars: int, budget_share: float | None, runner: Any, rate_limit_share: int = 1) -> None:
         self.n, self.runner = n, runner
         self.procs: list[asyncio.subprocess.Process] = []
         self.poller: asyncio.Task[None] | None = None
         if n == 0:
             return
         args = [sys.executable, "-m", "council.batch", os.fspath(claims), "--batch-id", batch_id, "-j", str(concurrency),
-                "--max-claim-chars", str(max_claim_chars), "--quiet", "--exit-zero", "--helper-of", str(os.getpid())]
+                "--max-claim-chars", str(max_claim_chars), "--quiet", "--exit-zero", "--helper-of", str(os.getpid()),
+                "--rate-limit-share", str(rate_limit_share)]
         if config is not None:
             args += ["--config", os.fspath(config)]
         if db is not None:

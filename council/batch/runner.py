@@ -63,6 +63,7 @@ ItemStatus = Literal["full", "degraded", "failed", "skipped_budget", "invalid", 
 OUTPUT_FIELDS = ["line", "id", "status", "label", "confidence", "agreement", "degraded", "contested", "cost_usd",
                  "run_id", "error", "claim"]
 _BUDGET_OUT = "the batch budget ran out before this claim could finish; rerun with a larger --budget-usd"
+_WATCH_S = 0.5
 _NOT_STARTED = "not started: the batch budget ran out; rerun with a larger --budget-usd"
 
 
@@ -140,6 +141,9 @@ class BatchProgress:
     """What this invocation spent."""
     started: float = field(default_factory=time.monotonic)
     last: ItemResult | None = None
+    waiting: list[Any] = field(default_factory=list)
+    """Models this process's calls are waiting on for rate-limit capacity right now
+    (``council.calls.ratelimit.Waiting``: model, calls, reason); empty when nothing waits."""
 
     @property
     def rate(self) -> float:
@@ -234,6 +238,7 @@ class _Runner:
         gc.collect()
         gc.freeze()
         heartbeat = asyncio.create_task(self._heartbeat())
+        watcher = asyncio.create_task(self._watch_rate_limits())
         workers: list[asyncio.Task[None]] = []
         try:
             while True:
@@ -255,6 +260,8 @@ class _Runner:
         finally:
             gc.unfreeze()
             heartbeat.cancel()
+            watcher.cancel()
+            self.progress.waiting = []
             try:
                 self.bstore.release(self.batch_id, self.owner)
             except StoreError:
@@ -269,6 +276,16 @@ class _Runner:
                 self.bstore.renew(self.batch_id, self.owner, self.lease_s)
             except StoreError:
                 log.warning("could not renew the batch leases", exc_info=True)
+
+    async def _watch_rate_limits(self) -> None:
+        """Keep ``progress.waiting`` current, so the progress display shows a batch held by rate limits
+        (no claim finishes meanwhile, so the per-claim updates alone would not show it)."""
+        while True:
+            await asyncio.sleep(_WATCH_S)
+            waiting = self.council.limiter.waiting()
+            if waiting != self.progress.waiting:
+                self.progress.waiting = waiting
+                self._notify()
 
     def _out_of_budget(self) -> bool:
         if self.budget.remaining_usd <= 1e-12:
@@ -370,6 +387,7 @@ async def acheck_many(
     on_progress: Callable[[BatchProgress], None] | None = None,
     on_bad_row: Callable[[BadRow], None] | None = None,
     _helper: bool = False,
+    _rate_limit_share: int | None = None,
 ) -> BatchReport:
     """Fact-check every claim of ``claims`` (a .jsonl/.csv path, or an iterable of strings or dicts); see
     the module docstring. Raises ``InputError`` (unreadable input, bad ``out``), ``ConfigError`` or
@@ -404,8 +422,12 @@ async def acheck_many(
             on_bad_row(b)
     # Without a limit the budget only measures what this invocation spends.
     budget = Budget(float("inf"))
-    council = Council(config, db=db, budget=budget)
+    # Each process holds an equal share of the config's concurrent rate limits (a helper is told the count).
+    council = Council(config, db=db, budget=budget, rate_limit_share=_rate_limit_share or processes)
     council.preflight("check")  # a config that cannot serve the batch records nothing
+    # The rate limiter checks its limits and reaches its storage now: a bad limit or an unreachable shared
+    # storage stops the batch before anything is recorded or sent.
+    await asyncio.to_thread(lambda: council.limiter)
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
     bid = parsed.batch_id
@@ -436,7 +458,8 @@ async def acheck_many(
         from .procs import Helpers
 
         async with Helpers(processes - 1, claims, config=config, db=db, batch_id=bid, concurrency=runner.concurrency,
-                           max_claim_chars=max_claim_chars, budget_share=share, runner=runner):
+                           max_claim_chars=max_claim_chars, budget_share=share, runner=runner,
+                           rate_limit_share=processes):
             await runner.run()
         if processes > 1 and not runner.budget_exhausted and bstore.counts(bid).get("pending"):
             await runner.run()  # claims a helper left (it ran out of its share of the budget, or died)

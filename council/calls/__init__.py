@@ -1,2 +1,3 @@
 """Model calls: the gateway (the only module that imports litellm), the member call chain with fallbacks,
-budgets, prompt templates, the answer contracts members return, and the call (billing) records."""
+budgets, provider rate limits, prompt templates, the answer contracts members return, and the call (billing)
+records."""

@@ -34,6 +34,7 @@ __all__ = [
     "CallResult",
     "ChatMessage",
     "ImagePart",
+    "QuotaHeaders",
     "TextPart",
     "EmbedResult",
     "acomplete",
@@ -88,6 +89,66 @@ class ChatMessage(BaseModel):
     content: str | list[TextPart | ImagePart]
 
 
+class QuotaHeaders(BaseModel):
+    """What a provider announced of its remaining rate-limit quota with an answer (OpenAI's
+    ``x-ratelimit-*`` headers, which litellm also maps other providers' headers to)."""
+
+    model_config = ConfigDict(extra="forbid")
+    remaining_requests: int | None = None
+    """Requests left in the provider's current window."""
+    reset_requests_s: float | None = None
+    """Seconds until the request quota is fully restored."""
+    remaining_tokens: int | None = None
+    """Tokens left in the provider's current window."""
+    reset_tokens_s: float | None = None
+    """Seconds until the token quota is fully restored."""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def _seconds(value: Any) -> float | None:
+    """A reset duration as providers write it (``1s``, ``6m0s``, ``20ms``, ``0.5``) in seconds."""
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _quota(headers: Any) -> QuotaHeaders | None:
+    """The quota a response's headers announce, or None when they announce none."""
+    if not isinstance(headers, dict):
+        return None
+
+    def get(name: str) -> Any:
+        return headers.get(name, headers.get(f"llm_provider-{name}"))
+
+    def count(name: str) -> int | None:
+        try:
+            value = get(name)
+            return None if value is None else int(float(value))
+        except (TypeError, ValueError):
+            return None
+
+    def reset(name: str) -> float | None:
+        value = get(name)
+        return None if value is None else _seconds(value)
+
+    q = QuotaHeaders(
+        remaining_requests=count("x-ratelimit-remaining-requests"),
+        reset_requests_s=reset("x-ratelimit-reset-requests"),
+        remaining_tokens=count("x-ratelimit-remaining-tokens"),
+        reset_tokens_s=reset("x-ratelimit-reset-tokens"),
+    )
+    return None if q == QuotaHeaders() else q
+
+
 class _Billed(BaseModel):
     """What any successful call cost, and who served it: the fields its call record is billed from."""
 
@@ -98,6 +159,8 @@ class _Billed(BaseModel):
     model_reported: str | None = None
     request_id: str | None = None
     latency_s: float = Field(default=0.0, ge=0)
+    quota: QuotaHeaders | None = None
+    """The remaining rate-limit quota the provider announced with the answer, if it did."""
 
 
 class CallResult(_Billed):
@@ -372,6 +435,7 @@ async def acomplete(
         model_reported=getattr(resp, "model", None),
         request_id=getattr(resp, "id", None),
         latency_s=latency,
+        quota=_quota((getattr(resp, "_hidden_params", None) or {}).get("additional_headers")),
     )
 
 
@@ -402,4 +466,5 @@ async def aembed(entry: ModelEntry, texts: list[str], *, timeout_s: float) -> Em
     cost, source = _cost(entry, pt, 0, None)
     return EmbedResult(vectors=vectors, prompt_tokens=pt, cost_usd=cost, cost_source=source,  # type: ignore[arg-type]
                        model_reported=getattr(resp, "model", None), request_id=getattr(resp, "id", None),
-                       latency_s=latency)
+                       latency_s=latency,
+                       quota=_quota((getattr(resp, "_hidden_params", None) or {}).get("additional_headers")))

@@ -3,9 +3,12 @@
 For each model of the chain, first choice first:
 - skip it (a ``skipped`` record) when its worst-case cost would break the policy's per-call ceiling or the
   run's budget;
-- call it through the gateway; a transient error (429, 5xx, timeout, connection) is retried on the same
-  model up to ``attempts_per_model`` times, honouring Retry-After, then the next model is tried; a
-  permanent error goes straight to the next model;
+- wait for its rate-limit capacity (``council.calls.ratelimit``; the wait is the record's ``queued_s``), and
+  skip it (error kind ``rate_limit_wait``) when none comes within the policy's ``rate_limit_wait_s``;
+- call it through the gateway; a 429 pauses the model for every caller of the limiter and is retried on the
+  same model while the policy's ``rate_limit_wait_s`` lasts; another transient error (5xx, timeout,
+  connection) is retried up to ``attempts_per_model`` times, then the next model is tried; a permanent
+  error goes straight to the next model;
 - validate the answer against the schema; an invalid answer is retried ``answer_retries`` times with the
   validation error shown to the model, then the next model is tried.
 Every attempt, failed or not, is handed to ``sink`` as a CallRecord the moment it ends, and its cost is
@@ -26,10 +29,11 @@ from pydantic import BaseModel, ValidationError
 from . import gateway
 from .budget import Budget
 from council.config.catalog import ModelEntry, price_of
-from council.errors import BudgetExceeded, InvalidAnswer, ModelCallError, TransientError
+from council.errors import BudgetExceeded, InvalidAnswer, ModelCallError, RateLimited, TransientError
 from .gateway import ChatMessage, TextPart, ImagePart
 from council.config.policy import TaskPolicy
 from .prompts import RenderedPrompt
+from .ratelimit import Permit, RateLimiter
 from council.config.qualify import estimate_tokens
 from council.ids import content_id
 from .records import CallNode, CallRecord
@@ -79,6 +83,10 @@ class CallContext:
     """Called with a ``pending`` record just before each request goes out (write-ahead): a process that
     dies mid-call still leaves the record of the call. The attempt's final record (same call id) replaces
     it through ``sink``. If it raises, the request is not sent."""
+    limiter: RateLimiter | None = None
+    """The process's rate limiter: each attempt waits for its model's capacity before it is sent (the wait
+    is the record's ``queued_s``), and 429s or exhausted quotas pause the model for every caller. None:
+    no limits, and a 429 is one transient attempt like any other."""
 
 
 @dataclass
@@ -150,6 +158,14 @@ def _parse(ctx: CallContext, entry: ModelEntry, schema: type[T], text: str) -> T
     return _validate(schema, text)
 
 
+async def _capacity(ctx: CallContext, entry: ModelEntry, tokens: int, waited: float) -> Permit | None:
+    """Wait for ``entry``'s rate-limit capacity for a call of ``tokens`` (None when there is no limiter),
+    within what is left of the policy's allowed wait."""
+    if ctx.limiter is None:
+        return None
+    return await ctx.limiter.acquire(entry, tokens, max(0.0, ctx.policy.rate_limit_wait_s - waited))
+
+
 def _worst_case(entry: ModelEntry, prompt_tokens: int, max_tokens: int) -> float | None:
     return price_of(entry, prompt_tokens, max_tokens)
 
@@ -203,28 +219,43 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
             emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
             continue
         repair: list[ChatMessage] = []
-        transient_tries = invalid_tries = 0
+        transient_tries = invalid_tries = strikes = 0
+        tokens = estimate_tokens(prompt.system + prompt.user) + max_tokens
+        waited = 0.0  # seconds this model kept the call waiting for rate-limit capacity
         while True:
+            permit = await _capacity(ctx, entry, tokens, waited)
+            queued = permit.queued_s if permit is not None else 0.0
+            waited += queued
+            if permit is not None and not permit.granted:
+                attempt += 1
+                last_kind, last_reason = "rate_limit", f"{entry.name}: {permit.reason}"
+                emit(entry, datetime.now(UTC), status="skipped", error_kind="rate_limit_wait",
+                     error_message=permit.reason, queued_s=queued)
+                break
             reservation = None
             if ctx.budget is not None:
                 try:
                     reservation = ctx.budget.reserve(worst if worst is not None else 0.0)
                 except BudgetExceeded:
+                    if permit is not None:
+                        permit.release()
                     attempt += 1
                     last_kind = "budget"
                     last_reason = f"{entry.name}: worst-case cost ${worst or 0:.4f} would exceed the run budget"
-                    emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
+                    emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason,
+                         queued_s=queued)
                     break
             attempt += 1
             started = datetime.now(UTC)
-            if ctx.on_send is not None:
-                try:
-                    ctx.on_send(emit(entry, started, keep=False, status="pending", cost_source="unknown"))
-                except BaseException:
-                    if reservation is not None:
-                        ctx.budget.settle(reservation, 0.0)  # type: ignore[union-attr]
-                    raise
             try:
+                if ctx.on_send is not None:
+                    try:
+                        ctx.on_send(emit(entry, started, keep=False, status="pending", cost_source="unknown",
+                                         queued_s=queued))
+                    except BaseException:
+                        if reservation is not None:
+                            ctx.budget.settle(reservation, 0.0)  # type: ignore[union-attr]
+                        raise
                 result = await gateway.acomplete(
                     entry,
                     _messages(prompt, ctx, entry, repair),
@@ -234,6 +265,8 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                     schema=schema if entry.answer_style == "structured" else None,
                 )
             except ModelCallError as exc:
+                if permit is not None:
+                    permit.release()
                 if reservation is not None:
                     # A timed-out request may still be billed (its record says cost unknown): keep the
                     # worst case charged, as for any call of unknown cost.
@@ -243,14 +276,28 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                     entry, started, status="failed", error_kind=exc.kind, error_message=str(exc),
                     # A local model never bills, even for a request that timed out.
                     cost_source="local" if entry.local else ("unknown" if exc.kind == "timeout" else "none"),
-                    latency_s=(datetime.now(UTC) - started).total_seconds(),
+                    latency_s=(datetime.now(UTC) - started).total_seconds(), queued_s=queued,
                 )
+                if isinstance(exc, RateLimited) and ctx.limiter is not None:
+                    # Everyone sharing the limiter now waits out the pause; this call retries the same model
+                    # (the next acquire waits) while the policy's allowed wait lasts, then falls back.
+                    strikes += 1
+                    pause = await ctx.limiter.rate_limited(entry, exc.retry_after, strikes)
+                    if waited + pause <= policy.rate_limit_wait_s:
+                        continue
+                    last_reason += f" (waiting {pause:g} s more would pass the policy's rate_limit_wait_s)"
+                    break
                 if isinstance(exc, TransientError):
                     transient_tries += 1
                     if transient_tries < policy.attempts_per_model:
                         await asyncio.sleep(min(exc.retry_after or 0.5 * transient_tries, _MAX_RETRY_AFTER_S))
                         continue
                 break
+            finally:
+                if permit is not None:
+                    permit.release()
+            if ctx.limiter is not None:
+                await ctx.limiter.announced(entry, result.quota, tokens)
             if reservation is not None:
                 ctx.budget.settle(reservation, result.cost_usd if result.cost_source != "unknown" else None)  # type: ignore[union-attr]
             billed = dict(
@@ -259,6 +306,7 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                 cost_usd=result.cost_usd,
                 cost_source=result.cost_source,
                 latency_s=result.latency_s,
+                queued_s=queued,
                 request_id=result.request_id,
                 model_reported=result.model_reported,
             )

@@ -52,7 +52,8 @@ class CallRecordFields(SQLModel):
     """1-based attempt number within this member's calls (all models of its chain together)."""
     status: CallStatus = Field(sa_type=AutoString)
     """``ok``; ``failed`` (provider error or timeout); ``invalid`` (answered, not valid output); ``skipped``
-    (not sent: its worst-case cost would break the policy's per-call ceiling or the run's budget);
+    (not sent: its worst-case cost would break the policy's per-call ceiling or the run's budget, or its
+    model had no rate-limit capacity within the policy's ``rate_limit_wait_s``);
     ``pending`` (written just before the request is sent, replaced by the attempt's final record);
     ``interrupted`` (a ``pending`` record whose process died mid-call: the request may have been billed,
     its cost is unknown)."""
@@ -71,6 +72,9 @@ class CallRecordFields(SQLModel):
     (no request reached the provider)."""
     latency_s: float = 0.0
     """Seconds from sending the request to its end."""
+    queued_s: float = 0.0
+    """Seconds the attempt waited for rate-limit capacity before it was sent (the limiter's queue, a
+    Retry-After or announced-reset pause); not part of ``latency_s``."""
     request_id: str | None = None
     """Provider request id, when the provider gave one."""
     started_at: datetime

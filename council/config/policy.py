@@ -72,6 +72,11 @@ class TaskPolicy(BaseModel):
     """Seconds before one call is abandoned as a timeout."""
     attempts_per_model: int = Field(default=1, ge=1)
     """Attempts on one model after transient errors (honouring Retry-After) before falling back."""
+    rate_limit_wait_s: float = Field(default=60.0, ge=0.0)
+    """The longest one model may keep a call waiting for rate-limit capacity (the limiter's queue, a 429's
+    Retry-After, a provider's announced reset) before the call falls back to the next model; 0 falls back
+    at once. A 429 is retried on the same model while its wait fits in this, whatever
+    ``attempts_per_model`` says."""
     answer_retries: int = Field(default=1, ge=0)
     """Extra attempts on the same model when its answer is not valid structured output."""
     temperature: float | None = 0.2

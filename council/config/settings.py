@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .catalog import ModelEntry
 from council.errors import ConfigError
 from .policy import TaskPolicy
+from .ratelimits import RateLimitConfig
 from .resources import data_dir
 
 __all__ = ["CouncilConfig", "Recipe", "load_config", "load_recipe", "shipped_policies", "CONFIG_ENV"]
@@ -83,6 +84,8 @@ class CouncilConfig(BaseModel):
     embedding: str = "auto"
     """What clusters claims: ``auto`` (wordllama if installed, else lexical), ``wordllama``, ``lexical``,
     or the name of an embedding model in [models] (called through litellm, with call records)."""
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    """Provider rate limits per model or provider, and the storage they are counted in (none by default)."""
     source: str | None = None
     """Path of the file this config was read from."""
 
@@ -125,7 +128,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
     """Build a config from the parsed TOML tables (also the entry for configs made in Python)."""
     where = f"config {source}" if source else "config"
     raw = dict(raw)
-    unknown = set(raw) - {"models", "policies", "database", "budget_usd", "embedding"}
+    unknown = set(raw) - {"models", "policies", "database", "budget_usd", "embedding", "rate_limits"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     models_raw = raw.get("models", {})
@@ -158,9 +161,11 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
         if unknown_models:  # a typo here would silently leave the policy with fewer (or no) models
             raise ConfigError(f"{where}: policies.{name}.allowed_models: {unknown_models[0]!r} is not a model of "
                               f"the catalog (known: {', '.join(sorted(names)) or 'none'})")
+    rate_limits = _rate_limits(raw.get("rate_limits", {}), {e.name for e in entries}, where)
     try:
         return CouncilConfig(
             models=entries,
+            rate_limits=rate_limits,
             policies=policies,
             database=raw.get("database"),
             budget_usd=raw.get("budget_usd"),
@@ -169,6 +174,23 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
         )
     except ValidationError as exc:
         raise _first_error(exc, where) from None
+
+
+def _rate_limits(table: Any, model_names: set[str], where: str) -> RateLimitConfig:
+    """The [rate_limits] table validated: positive numbers, and only models of [models]."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [rate_limits] must be a table")
+    try:
+        limits = RateLimitConfig.model_validate(table)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(["rate_limits", *(str(p) for p in err["loc"])])
+        raise ConfigError(f"{where}: {loc}: {err['msg']}") from None
+    for name in limits.models:
+        if name not in model_names:
+            known = ", ".join(sorted(model_names)) or "none"
+            raise ConfigError(f"{where}: rate_limits.models.{name}: no model {name!r} in [models] (configured: {known})")
+    return limits
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> CouncilConfig:

@@ -19,6 +19,7 @@ from council.calls.budget import Budget
 from .clusters import ClaimCluster
 from council.ids import content_id
 from council.calls.members import CallContext, run_chain
+from council.calls.ratelimit import RateLimiter
 from council.calls.prompts import render, schema_text
 from council.config.qualify import Panel
 from council.calls.records import CallRecord
@@ -61,6 +62,7 @@ async def adjudicate_contested(
     budget: Budget | None,
     first_attempt: int = 1,
     on_send: Callable[[CallRecord], None] | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Adjudication:
     """Ask the adjudicator panel to rule on the contested clusters (and label); see the module docstring."""
     order = list(rec_answers)
@@ -111,7 +113,8 @@ async def adjudicate_contested(
         label_unsettled=bool(label_vote is not None and not label_vote.settled),
     )
     ctx = CallContext(run_id=request_id, node="adjudicate", member_label="adjudicator", policy=panel.policy,
-                      prompt=prompt, sink=sink, budget=budget, first_attempt=first_attempt, on_send=on_send)
+                      prompt=prompt, sink=sink, budget=budget, first_attempt=first_attempt, on_send=on_send,
+                      limiter=limiter)
     out = await run_chain(ctx, panel.seats[0].chain, RulingDraft)
     return Adjudication(ruling=out.value, call_id=out.call_id, error_kind=out.error_kind, reason=out.reason,
                         claim_labels=claim_labels, cluster_labels=cluster_labels)

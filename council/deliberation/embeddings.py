@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from council.calls.answers import Claim
 from council.config.catalog import ModelEntry
 from council.config.policy import TaskPolicy
+from council.calls.ratelimit import RateLimiter
 from council.calls.records import CallRecord
 
 __all__ = [
@@ -158,13 +159,16 @@ async def embed_for_clustering(
     sink: Callable[[CallRecord], None],
     attempt: int = 1,
     on_send: Callable[[CallRecord], None] | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Embedder:
     """An embedder ready for ``cluster_claims`` on ``claims``.
 
     For a litellm embedding model the texts (and their negation-stripped forms) are embedded in one call,
     recorded like any other call (node ``cluster``). If that call fails the lexical embedder is used, and
     the failed call's record says so. ``attempt`` numbers the call (a resumed run continues after the
-    attempts it recorded); ``on_send`` gets its ``pending`` record before the request goes out.
+    attempts it recorded); ``on_send`` gets its ``pending`` record before the request goes out. With a
+    ``limiter`` the call first waits for the model's rate-limit capacity (within the policy's
+    ``rate_limit_wait_s``; without it in time the lexical embedder is used and a ``skipped`` record says so).
     """
     if choice.kind == "wordllama":
         return WordLlamaEmbedder()
@@ -173,27 +177,45 @@ async def embed_for_clustering(
     from datetime import UTC, datetime
 
     from .negation import strip_negation
-    from council.errors import ModelCallError
+    from council.errors import ModelCallError, RateLimited
     from council.calls.gateway import aembed
     from council.ids import content_id
 
     texts = sorted({c.text for c in claims} | {strip_negation(c.text) for c in claims})
+    permit = None
+    if limiter is not None:
+        permit = await limiter.acquire(choice.entry, sum(len(t) for t in texts) // 4 + len(texts),
+                                       policy.rate_limit_wait_s)
+    queued = permit.queued_s if permit is not None else 0.0
     started = datetime.now(UTC)
     base = dict(
         call_id=content_id(run_id, "cluster", "embedder", str(attempt)), run_id=run_id, node="cluster", member_label="embedder",
         model_requested=choice.entry.name, model=choice.entry.name, provider=choice.entry.provider,
         policy_name=policy.name, policy_version=policy.version, template_name="(embedding)", template_hash="",
-        attempt=attempt, started_at=started,
+        attempt=attempt, started_at=started, queued_s=queued,
     )
-    if on_send is not None:
-        on_send(CallRecord(**base, status="pending", cost_source="unknown", finished_at=started))
+    if permit is not None and not permit.granted:
+        sink(CallRecord(**base, status="skipped", error_kind="rate_limit_wait",
+                        error_message=f"{permit.reason} (clustered with the lexical embedder instead)",
+                        finished_at=datetime.now(UTC)))
+        return LexicalEmbedder()
     try:
+        if on_send is not None:
+            on_send(CallRecord(**base, status="pending", cost_source="unknown", finished_at=started))
         result = await aembed(choice.entry, texts, timeout_s=policy.timeout_s)
     except ModelCallError as exc:
+        if permit is not None:
+            permit.release()
+            if isinstance(exc, RateLimited) and limiter is not None:
+                await limiter.rate_limited(choice.entry, exc.retry_after, 1)
         sink(CallRecord(**base, status="failed", error_kind=exc.kind,
                         error_message=f"{exc} (clustered with the lexical embedder instead)",
                         finished_at=datetime.now(UTC)))
         return LexicalEmbedder()
+    if permit is not None:
+        permit.release()
+    if limiter is not None:
+        await limiter.announced(choice.entry, result.quota, result.prompt_tokens)
     sink(CallRecord(**base, status="ok", prompt_tokens=result.prompt_tokens, cost_usd=result.cost_usd,
                     cost_source=result.cost_source, latency_s=result.latency_s, request_id=result.request_id,
                     model_reported=result.model_reported, finished_at=datetime.now(UTC)))

@@ -149,6 +149,8 @@ class Council:
     file named by COUNCIL_CONFIG. ``db`` (a SQLAlchemy URL or a SQLite file path, as ``--db`` takes) overrides
     the config's database. ``budget``:
     a ``Budget`` every run of this council draws from (a batch's), besides the config's per-run budget.
+    ``rate_limit_share``: how many processes split the config's ``concurrent`` rate limits (a batch with
+    ``processes=N`` passes N).
     """
 
     def __init__(
@@ -158,8 +160,11 @@ class Council:
         db: str | os.PathLike[str] | None = None,
         recipe: str = "council",
         budget: Any = None,
+        rate_limit_share: int = 1,
     ) -> None:
         self._shared_budget = budget
+        self._rate_limit_share = rate_limit_share
+        self._limiter: Any = None
         self.demo = False
         """True when no config was given and the local demonstration panel is used."""
         if isinstance(config, CouncilConfig):
@@ -220,6 +225,15 @@ class Council:
             self._catalog = resolve_catalog(self.config.models, model_defaults)
         return self._catalog
 
+    @property
+    def limiter(self) -> Any:
+        """The ``RateLimiter`` of this council's calls (built, and its storage checked, on first use)."""
+        if self._limiter is None:
+            from council.calls.ratelimit import RateLimiter
+
+            self._limiter = RateLimiter(self.config.rate_limits, self.catalog, share=self._rate_limit_share)
+        return self._limiter
+
     def _compiled(self) -> Any:
         if self._graph is None:
             from council.deliberation.embeddings import choose_embedding
@@ -233,7 +247,7 @@ class Council:
             self._graph = build_graph(
                 GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
                           budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
-                          embedding=choose_embedding(self.config.embedding, catalog))
+                          embedding=choose_embedding(self.config.embedding, catalog), limiter=self.limiter)
             )
         return self._graph
 

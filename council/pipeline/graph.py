@@ -30,6 +30,7 @@ from council.errors import ConfigError
 from council.calls.gateway import ImagePart, missing_key
 from council.ids import content_id
 from council.calls.members import CallContext, PlainPrompts, run_chain
+from council.calls.ratelimit import RateLimiter
 from council.calls.prompts import RenderedPrompt, render, schema_text
 from council.config.qualify import Panel, RequestNeeds, estimate_tokens, qualify
 from council.deliberation.embeddings import EmbeddingChoice, embed_for_clustering
@@ -116,6 +117,8 @@ class GraphDeps:
     """One budget every run of this graph draws from (a batch's), besides each run's ``budget_usd``."""
     write_ahead: bool = True
     """Write each call's ``pending`` record before sending it, so a crash mid-call loses no record."""
+    limiter: RateLimiter | None = None
+    """The rate limiter every call of this graph waits on before it is sent."""
 
 
 def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is imported here, not at module import)
@@ -209,7 +212,7 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
         ctx = CallContext(
             run_id=req.run_id, node="member", member_label=seat.label, policy=plan_.member_panel.policy,
             prompt=plan_.member_prompt, sink=deps.store.add_call, budget=budget_of(req.run_id), image=req.image,
-            first_attempt=first, on_send=intent,
+            first_attempt=first, on_send=intent, limiter=deps.limiter,
             plain=PlainPrompts(sentence=plan_.sentence_prompt, completion=plan_.completion_prompt, task=req.task,
                                question=req.question),
         )
@@ -268,7 +271,7 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
 
             embed_attempt = next_attempt(deps.store, req.run_id, "cluster", "embedder")
         embedder = await embed_for_clustering(deps.embedding, all_claims, req.run_id, member_policy, deps.store.add_call,
-                                              attempt=embed_attempt, on_send=intent)
+                                              attempt=embed_attempt, on_send=intent, limiter=deps.limiter)
         clusters = cluster_claims(all_claims, embedder)
         cluster_of = {cid: k.cluster_id for k in clusters for cid in k.claim_ids}
         answers = [a.model_copy(update={"claims": [c.model_copy(update={"cluster_id": cluster_of.get(c.claim_id)})
@@ -309,7 +312,7 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
             template=recipe.adjudication.template, shuffle=recipe.adjudication.shuffle_members,
             sink=deps.store.add_call, budget=budget_of(req.run_id),
             first_attempt=next_attempt(deps.store, req.run_id, "adjudicate", "adjudicator") if req.resume else 1,
-            on_send=intent,
+            on_send=intent, limiter=deps.limiter,
         )
         return {"adjudication": result}
 

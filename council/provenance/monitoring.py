@@ -22,6 +22,10 @@ Per model (catalog name) the numbers mean:
   in the verdict's support set.
 - **latency**: percentiles over sent calls, linear interpolation between order statistics (the same as
   ``numpy.percentile`` and ``pandas.Series.quantile``), in seconds.
+- **queued**: seconds calls waited for rate-limit capacity before they were sent (the record's ``queued_s``,
+  never part of its latency): the mean, 95th percentile and total over sent calls; ``rate_limited`` counts
+  the model's 429 answers and ``rate_limit_skips`` the calls that fell back because no capacity came within
+  the policy's ``rate_limit_wait_s``.
 
 pandas is imported inside the ``*_frame`` functions only, never when council is imported.
 """
@@ -158,6 +162,16 @@ class ModelStats(BaseModel):
     """95th percentile latency of sent calls."""
     latency_max_s: float | None = None
     """Slowest sent call."""
+    queued_mean_s: float | None = None
+    """Mean seconds a sent call waited for rate-limit capacity before it was sent (not part of latency)."""
+    queued_p95_s: float | None = None
+    """95th percentile of that wait."""
+    queued_total_s: float = 0.0
+    """Seconds all of the model's calls waited for rate-limit capacity together."""
+    rate_limited: int = 0
+    """Calls the provider refused with a 429 (error kind ``rate_limit``)."""
+    rate_limit_skips: int = 0
+    """Calls not sent because no rate-limit capacity came within the policy's wait (they fell back)."""
     first_call: datetime | None = None
     """Start of the model's first call in the window (UTC)."""
     last_call: datetime | None = None
@@ -302,6 +316,7 @@ def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | Non
     backed = sum(1 for a in with_verdict if any(cid in w.support[a.run_id] for cid in claims_of[a.answer_id]))
 
     latencies = [c.latency_s for c in sent]
+    queued = [c.queued_s for c in sent]
     starts = [c.started_at for c in mine]
     return ModelStats(
         model=model,
@@ -342,6 +357,11 @@ def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | Non
         latency_p90_s=percentile(latencies, 90),
         latency_p95_s=percentile(latencies, 95),
         latency_max_s=max(latencies) if latencies else None,
+        queued_mean_s=sum(queued) / len(queued) if queued else None,
+        queued_p95_s=percentile(queued, 95),
+        queued_total_s=sum(c.queued_s for c in mine),
+        rate_limited=sum(1 for c in mine if c.status == "failed" and c.error_kind == "rate_limit"),
+        rate_limit_skips=sum(1 for c in mine if c.status == "skipped" and c.error_kind == "rate_limit_wait"),
         first_call=_aware(min(starts)) if starts else None,
         last_call=_aware(max(starts)) if starts else None,
     )
@@ -443,7 +463,8 @@ def report_rows(report: StatsReport) -> tuple[list[Col], list[list[str]], str]:
     cols = ([Col("period")] if report.by else []) + [
         Col("model"), Col("runs", "num"), Col("calls", "num"), Col("failed", "num"), Col("fallback", "num"),
         Col("seat failed", "num"), Col("stood in", "num"), Col("reliability", "num"), Col("vs feedback", "num"),
-        Col("in verdict", "num"), Col("cost USD", "num"), Col("p50 s", "num"), Col("p95 s", "num")]
+        Col("in verdict", "num"), Col("cost USD", "num"), Col("p50 s", "num"), Col("p95 s", "num"),
+        Col("queued p95 s", "num"), Col("429s", "num")]
     rows = []
     for r in report.models:
         reliability = "-" if r.reliability is None else f"{r.reliability:.2f} ({r.agree}/{r.judged})"
@@ -452,7 +473,8 @@ def report_rows(report: StatsReport) -> tuple[list[Col], list[list[str]], str]:
         period = [r.period.strftime(fmt[report.by]) if r.period else ""] if report.by else []
         rows.append([*period, r.model, str(r.runs), str(r.calls), _pct(r.failure_rate), _pct(r.fallback_rate),
                      _pct(r.seat_failure_rate), str(r.stood_in), reliability, human, _pct(r.verdict_support_rate),
-                     f"{r.cost_usd:.6f}", _secs(r.latency_p50_s), _secs(r.latency_p95_s)])
+                     f"{r.cost_usd:.6f}", _secs(r.latency_p50_s), _secs(r.latency_p95_s), _secs(r.queued_p95_s),
+                     str(r.rate_limited)])
     return cols, rows, caption
 
 

@@ -30,7 +30,7 @@ CLAIM_COLUMNS = [
 CALL_COLUMNS = [
     "run_id", "call_id", "node", "member", "attempt", "model_requested", "model", "fallback", "provider",
     "status", "error_kind", "prompt_tokens", "completion_tokens", "cost_usd", "cost_source", "latency_s",
-    "policy", "request_id", "started_at", "finished_at",
+    "queued_s", "policy", "request_id", "started_at", "finished_at",
 ]
 
 RUN_COLUMNS = [
@@ -87,7 +87,7 @@ def calls_frame(calls: Iterable[CallRecord]) -> pd.DataFrame:
             "model_requested": c.model_requested, "model": c.model, "fallback": c.model != c.model_requested,
             "provider": c.provider, "status": c.status, "error_kind": c.error_kind, "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd, "cost_source": c.cost_source,
-            "latency_s": c.latency_s, "policy": f"{c.policy_name}@{c.policy_version}", "request_id": c.request_id,
+            "latency_s": c.latency_s, "queued_s": c.queued_s, "policy": f"{c.policy_name}@{c.policy_version}", "request_id": c.request_id,
             "started_at": c.started_at, "finished_at": c.finished_at,
         }
         for c in calls

@@ -206,9 +206,14 @@ def _m0003_batches(conn: Any) -> None:
     _create(conn, BatchRow, BatchItemRow)
 
 
+def _m0006_call_queued_time(conn: Any) -> None:
+    _add_column(conn, "calls", "queued_s", "FLOAT NOT NULL DEFAULT 0")
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_claim_reconciliation", _m0002_claim_reconciliation),
     ("0003_batches", _m0003_batches),
+    ("0006_call_queued_time", _m0006_call_queued_time),
 ]

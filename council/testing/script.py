@@ -10,6 +10,8 @@ and which failures to inject::
     prompt_tokens = 120               # optional; default ceil(chars of all messages / 4)
     completion_tokens = 40            # optional; default ceil(len(served content) / 4)
     timeout_sleep = 30.0              # how long a "timeout" fault sleeps before answering
+    rpm = 600                         # optional: above 600 requests a minute, 429 with Retry-After
+    rpm_window_s = 60.0               # the window rpm is counted over (1.0: 10 requests in any second)
     [[models."member-a".answers]]
     match = "Great Wall"              # case-insensitive substring of the last user message; "" = any
     content = "plain text"            # or a table/array, served as json.dumps(content)
@@ -200,6 +202,26 @@ class ModelScript(_Strict):
 
     faults: list[Fault] = Field(default_factory=list)
     """Failures to inject, tried in order; the first that fires wins."""
+
+    rpm: int | None = Field(default=None, gt=0)
+    """Requests per minute the server accepts for this model, as a provider's rate limit: a request above it
+    gets a 429 ``rate_limit_error`` with ``Retry-After`` (seconds until a slot frees), at once, before any
+    fault or latency; it is not counted. None: unlimited."""
+
+    rpm_window_s: float = Field(default=60.0, gt=0.0)
+    """The moving window ``rpm`` is counted over: at most ``rpm * rpm_window_s / 60`` accepted requests in
+    any ``rpm_window_s`` seconds (tests shorten it: rpm 600 over 1 s is 10 requests in any second)."""
+
+    rate_headers: bool = True
+    """With ``rpm``: answers carry OpenAI's ``x-ratelimit-limit-requests``, ``x-ratelimit-remaining-requests``
+    and ``x-ratelimit-reset-requests`` headers, as a provider announcing its remaining quota."""
+
+    @property
+    def window_requests(self) -> int | None:
+        """Requests accepted in any ``rpm_window_s`` seconds (None: unlimited)."""
+        if self.rpm is None:
+            return None
+        return max(1, math.floor(self.rpm * self.rpm_window_s / 60.0 + 1e-9))
 
     @model_validator(mode="after")
     def _answers_or_embeddings(self) -> ModelScript:

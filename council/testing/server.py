@@ -13,7 +13,9 @@ Endpoints (OpenAI wire format where one exists):
   ``temperature`` and the like are ignored. Errors use the OpenAI error body
   ``{"error": {"message", "type", "code"}}``: ``stream: true`` -> 400, unknown model -> 404
   ``model_not_found``, no matching answer -> 400, fault "429" -> 429 ``rate_limit_error`` (with
-  ``Retry-After`` when scripted), faults "500"/"503" -> 500/503.
+  ``Retry-After`` when scripted), faults "500"/"503" -> 500/503. A model with ``rpm`` in the script answers
+  a request above its limit with 429 ``rate_limit_error`` and ``Retry-After`` (recorded with fault
+  ``"rpm"``), and its answers announce the remaining quota in ``x-ratelimit-*`` headers.
 - ``POST /v1/completions``: the legacy text completion (for base models in completion mode): the
   ``prompt`` is matched like a last user message; same faults, latency and usage; ``choices[0].text``.
 - ``POST /v1/embeddings``: for models with ``embedding_dims``, deterministic hashed-word vectors (texts
@@ -48,7 +50,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ class RequestRecord:
     attempt: int
     """Attempt number for (model, matched answer), 1-based; 0 when no answer was matched."""
     fault: str | None
-    """The fault kind injected, or None."""
+    """The fault kind injected (``"rpm"``: refused by the model's rpm limit), or None."""
     status: int
     """HTTP status sent; 499 when the client went away and the handler was cancelled."""
     started: float
@@ -148,6 +150,8 @@ class ScriptedServer:
             self._in_flight_by_model: dict[str, int] = defaultdict(int)
             self._max_in_flight = 0
             self._max_in_flight_by_model: dict[str, int] = defaultdict(int)
+            self._window: dict[str, deque[float]] = defaultdict(deque)
+            self._rpm_refused: dict[str, int] = defaultdict(int)
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -169,6 +173,7 @@ class ScriptedServer:
                 "in_flight": self._in_flight,
                 "max_in_flight": self._max_in_flight,
                 "max_in_flight_by_model": dict(self._max_in_flight_by_model),
+                "rpm_refused": dict(self._rpm_refused),
             }
 
     @property
@@ -306,6 +311,30 @@ class ScriptedServer:
             self._max_in_flight_by_model[model] = max(self._max_in_flight_by_model[model],
                                                       self._in_flight_by_model[model])
 
+    def _admit(self, model: str, member: Any) -> tuple[web.Response | None, dict[str, str]]:
+        """Apply the model's ``rpm`` limit: a 429 response when the moving window is full (the request is not
+        counted), else None and the ``x-ratelimit-*`` headers to send with the answer."""
+        allowed = member.window_requests
+        if allowed is None:
+            return None, {}
+        now = time.monotonic()
+        with self._lock:
+            window = self._window[model]
+            while window and window[0] <= now - member.rpm_window_s:
+                window.popleft()
+            if len(window) >= allowed:
+                self._rpm_refused[model] += 1
+                wait = window[0] + member.rpm_window_s - now
+                retry = f"{max(0.01, wait):.2f}"
+                return _error(429, f"rate limit reached for model '{model}': {member.rpm} requests per minute",
+                              "rate_limit_error", "rate_limit_exceeded", {"Retry-After": retry}), {}
+            window.append(now)
+            remaining, reset = allowed - len(window), window[0] + member.rpm_window_s - now
+        if not member.rate_headers:
+            return None, {}
+        return None, {"x-ratelimit-limit-requests": str(allowed), "x-ratelimit-remaining-requests": str(remaining),
+                      "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s"}
+
     def _leave(self, model: str) -> None:
         with self._lock:
             self._in_flight -= 1
@@ -348,6 +377,9 @@ class ScriptedServer:
             return _error(400, "'input' must be a string or a list of strings", "invalid_request_error", None)
         self._enter(model)
         try:
+            refused, rate_headers = self._admit(model, member)
+            if refused is not None:
+                return refused
             with self._lock:
                 self._attempts[(model, -1)] += 1
                 attempt = self._attempts[(model, -1)]
@@ -360,7 +392,7 @@ class ScriptedServer:
             data = [{"object": "embedding", "index": i, "embedding": member.embed(t)} for i, t in enumerate(inputs)]
             tokens = sum(len(t) for t in inputs) // 4 + len(inputs)
             return web.json_response({"object": "list", "data": data, "model": model,
-                                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+                                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, headers=rate_headers)
         finally:
             self._leave(model)
 
@@ -402,6 +434,10 @@ class ScriptedServer:
         if member is None:
             return _error(404, f"model '{model}' is not in the script", "invalid_request_error",
                           "model_not_found")
+        refused, rate_headers = self._admit(model, member)
+        if refused is not None:
+            note["fault"] = "rpm"
+            return refused
         found = member.find_answer(question)
         if found is None:
             start = question[:60] + ("..." if len(question) > 60 else "")
@@ -439,7 +475,7 @@ class ScriptedServer:
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
-        return web.json_response(payload, headers={"x-request-id": request_id})
+        return web.json_response(payload, headers={"x-request-id": request_id, **rate_headers})
 
 
 # --------------------------------------------------------------------- command line
