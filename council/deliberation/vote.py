@@ -90,8 +90,13 @@ def settle_clusters(
     reliability: dict[str, float],
     policy: TaskPolicy,
     sources_given: bool,
+    claim_factors: dict[str, float] | None = None,
 ) -> None:
-    """Score every cluster and settle what the vote can (in place); see the module docstring."""
+    """Score every cluster and settle what the vote can (in place); see the module docstring.
+
+    ``claim_factors`` (claim id -> factor in [0, 1]) shrinks a claim's effective accuracy toward chance:
+    ``0.5 + (p - 0.5) * factor`` (peer reviewers' judgements; a missing claim keeps factor 1)."""
+    factors = claim_factors or {}
     # A member's weight on a cluster: its strongest claim in it.
     member_w: dict[str, dict[str, float]] = {}
     for k in clusters:
@@ -100,6 +105,8 @@ def settle_clusters(
             cl = claims[cid]
             p = effective_accuracy(reliability.get(cl.model, policy.reliability_prior), cl.confidence,
                                    _claim_evidence_ok(cl, sources_given))
+            if cid in factors:
+                p = 0.5 + (p - 0.5) * min(max(factors[cid], 0.0), 1.0)
             ws[cl.member_label] = max(ws.get(cl.member_label, -math.inf), weight(p))
         member_w[k.cluster_id] = ws
     for k in clusters:

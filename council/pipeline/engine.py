@@ -144,6 +144,7 @@ class Council:
         self._store: Store | None = None
         self._catalog: list[ModelEntry] | None = None
         self._graph: Any = None
+        self._deps: Any = None
 
     @property
     def store(self) -> Store:
@@ -171,11 +172,10 @@ class Council:
                 from council.config.local import runtime
 
                 catalog = self._catalog = runtime().ensure(catalog)
-            self._graph = build_graph(
-                GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
-                          budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
-                          embedding=choose_embedding(self.config.embedding, catalog))
-            )
+            self._deps = GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
+                                   budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
+                                   embedding=choose_embedding(self.config.embedding, catalog))
+            self._graph = build_graph(self._deps)
         return self._graph
 
     async def arun(
@@ -210,7 +210,7 @@ class Council:
         # Compiling may start local model servers (seconds): keep the event loop free meanwhile.
         graph = self._graph or await asyncio.to_thread(self._compiled)
         try:
-            return await graph.ainvoke({"request": request, "outcomes": []})
+            return await graph.ainvoke({"request": request, "outcomes": []}, context=self._deps)
         except BaseException:
             self._mark_failed(request.run_id)
             raise
