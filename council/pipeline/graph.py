@@ -17,7 +17,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel
 
@@ -32,6 +32,8 @@ from council.config.policy import TaskPolicy
 from council.config.qualify import Panel, RequestNeeds, estimate_tokens, qualify
 from council.config.settings import CouncilConfig, Recipe
 from council.deliberation.adjudication import Adjudication, adjudicate_contested, build_verdict
+from council.deliberation.cascade import Escalation
+from council.deliberation.review import Review
 from council.deliberation.claims import build_answer, build_failure
 from council.deliberation.embeddings import EmbeddingChoice, embed_for_clustering
 from council.deliberation.reconcile import Reconciliation, reconcile as reconcile_answers, verified_answers
@@ -39,6 +41,7 @@ from council.deliberation.sources import Passage, Source, split_passages
 from council.deliberation.verdict import Verdict
 from council.errors import ConfigError
 from council.store.db import Store
+from .stages import escalate, review, review_factors, review_notes, stage_panels, with_stage_outcomes
 
 if TYPE_CHECKING:  # langgraph is imported when the graph is built, not at module import (start-up speed)
     from langgraph.runtime import Runtime
@@ -66,7 +69,12 @@ class RunPlan(BaseModel):
     """The panels chosen for the run, the prompts the members get, and what the vote will weigh."""
 
     member_panel: Panel
-    adjudicator_panel: Panel
+    adjudicator_panel: Panel | None
+    """None when the recipe has no ``adjudicate`` stage."""
+    review_policy: TaskPolicy | None = None
+    """The reviewers' policy, when the recipe has a ``review`` stage."""
+    strong_panel: Panel | None = None
+    """The cascade's strong tier, when the recipe has an ``escalate`` stage."""
     member_prompt: RenderedPrompt
     sentence_prompt: RenderedPrompt
     """For members that answer in one sentence."""
@@ -81,7 +89,9 @@ class CouncilState(TypedDict, total=False):
     request: RunRequest
     plan: RunPlan
     outcomes: Annotated[list[MemberOutcome], operator.add]
+    reviews: list[Review]
     reconciliation: Reconciliation
+    escalations: list[Escalation]
     adjudication: Adjudication
     verdict: Verdict
 
@@ -154,12 +164,16 @@ async def plan(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState
     needs = RequestNeeds(capabilities=frozenset({"vision"}) if req.image else frozenset(), prompt_tokens=tokens)
     member_panel = qualify(deps.catalog, member_policy, needs)
     adj_policy = _policy(deps, recipe.adjudication.policy)
-    # The adjudicator reads every member's claims: budget its prompt at what members may write.
-    adj_tokens = estimate_tokens(req.question) + member_policy.panel_size * member_policy.max_output_tokens
-    adjudicator_panel = qualify(
-        deps.catalog, adj_policy, RequestNeeds(prompt_tokens=min(adj_tokens, adj_policy.context_budget_tokens))
-    )
-    used = {e.name: e for p in (member_panel, adjudicator_panel) for s in p.seats for e in s.chain}
+    adjudicator_panel = None
+    if "adjudicate" in recipe.stages:
+        # The adjudicator reads every member's claims: budget its prompt at what members may write.
+        adj_tokens = estimate_tokens(req.question) + member_policy.panel_size * member_policy.max_output_tokens
+        adjudicator_panel = qualify(
+            deps.catalog, adj_policy, RequestNeeds(prompt_tokens=min(adj_tokens, adj_policy.context_budget_tokens))
+        )
+    review_policy, strong_panel = stage_panels(deps, req.question, member_panel)
+    used = {e.name: e for p in (member_panel, adjudicator_panel, strong_panel) if p is not None
+            for s in p.seats for e in s.chain}
     if deps.embedding.entry is not None:
         used[deps.embedding.entry.name] = deps.embedding.entry
     for entry in used.values():
@@ -177,13 +191,16 @@ async def plan(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState
         run_id=req.run_id, task=req.task, question=req.question, recipe=recipe.name,
         member_policy=member_policy, adjudication_policy=adj_policy,
         panel=[{"label": s.label, "chain": [e.name for e in s.chain]} for s in member_panel.seats]
-        + [{"label": "adjudicator", "chain": [e.name for e in s.chain]} for s in adjudicator_panel.seats],
+        + [{"label": f"strong-{s.label}", "chain": [e.name for e in s.chain]} for s in (strong_panel.seats if strong_panel else [])]
+        + [{"label": "adjudicator", "chain": [e.name for e in s.chain]}
+           for s in (adjudicator_panel.seats if adjudicator_panel else [])],
         models=list(used.values()), created_at=req.created_at, sources=req.sources, passages=passages,
     )
     if deps.budget_usd is not None:
         deps.budgets[req.run_id] = Budget(deps.budget_usd, parent=deps.shared_budget)
     return {"plan": RunPlan(
-        member_panel=member_panel, adjudicator_panel=adjudicator_panel, member_prompt=prompt,
+        member_panel=member_panel, adjudicator_panel=adjudicator_panel, review_policy=review_policy,
+        strong_panel=strong_panel, member_prompt=prompt,
         sentence_prompt=sentence_prompt, completion_prompt=completion_prompt, passages=passages,
         reliability={m: r.value for m, r in learned.items() if m in used},
     )}
@@ -247,14 +264,25 @@ async def reconcile(state: CouncilState, runtime: Runtime[GraphDeps]) -> Council
     embedder = await embed_for_clustering(deps.embedding, [c for a in answers for c in a.claims], req.run_id,
                                           member_policy, deps.store.add_call, attempt=embed_attempt,
                                           on_send=_intent(deps))
+    factors = review_factors(deps, state.get("reviews", []), member_policy)
     rec = reconcile_answers(task=req.task, answers=answers, failures=failures, embedder=embedder,
-                            reliability=plan_.reliability, policy=member_policy, sources_given=bool(plan_.passages))
+                            reliability=plan_.reliability, policy=member_policy, sources_given=bool(plan_.passages),
+                            claim_factors=factors)
     deps.store.add_reconciliation(req.run_id, rec.answers, rec.clusters)
     return {"reconciliation": rec}
 
 
 async def route(state: CouncilState) -> str:
+    """After the vote (and any escalation): the adjudicator if something is still in doubt."""
     return "adjudicate" if state["reconciliation"].needs_adjudicator else "decide"
+
+
+async def route_escalate(state: CouncilState) -> str:
+    """After the vote in a cascade: escalate contested clusters or an unsettled label, else go on."""
+    rec = state["reconciliation"]
+    if any(k.status == "contested" for k in rec.clusters) or (rec.label_vote is not None and not rec.label_vote.settled):
+        return "escalate"
+    return await route(state)
 
 
 async def adjudicate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState:
@@ -264,13 +292,14 @@ async def adjudicate(state: CouncilState, runtime: Runtime[GraphDeps]) -> Counci
     deps = _deps(runtime)
     recipe = deps.recipe
     req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
+    assert plan_.adjudicator_panel is not None  # the node exists only when the recipe has the stage
     result = await adjudicate_contested(
         request_id=req.run_id, task=req.task, question=req.question, rec_answers=rec.answers,
         clusters=rec.clusters, label_vote=rec.label_vote, panel=plan_.adjudicator_panel,
         template=recipe.adjudication.template, shuffle=recipe.adjudication.shuffle_members,
         sink=deps.store.add_call, budget=deps.budget_of(req.run_id),
         first_attempt=next_attempt(deps.store, req.run_id, "adjudicate", "adjudicator") if req.resume else 1,
-        on_send=_intent(deps),
+        on_send=_intent(deps), review_notes=review_notes(state.get("reviews", [])),
     )
     return {"adjudication": result}
 
@@ -285,6 +314,7 @@ async def decide(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilSta
         adjudication=state.get("adjudication"), reliability=plan_.reliability,
         quality={e.name: e.quality for e in deps.catalog},
     )
+    verdict = with_stage_outcomes(verdict, state.get("reviews", []), state.get("escalations", []))
     # Only the clusters' final statuses are new here: reconcile already stored the claims.
     deps.store.add_reconciliation(req.run_id, [], clusters)
     return {"verdict": verdict}
@@ -308,17 +338,36 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
     """
     from langgraph.graph import END, START, StateGraph
 
+    recipe = deps.recipe
     # Every node and edge function is async: LangGraph runs sync ones in a thread pool, where their store
     # writes would contend with the event loop's for the database (and wait for a free thread).
     g = StateGraph(CouncilState, context_schema=GraphDeps)
-    for name, fn in (("plan", plan), ("member", member), ("reconcile", reconcile), ("adjudicate", adjudicate),
-                     ("decide", decide), ("record", record)):
+    nodes: list[tuple[str, Callable[..., Any]]] = [("plan", plan), ("member", member)]
+    if "review" in recipe.stages:
+        nodes.append(("review", review))
+    nodes.append(("reconcile", reconcile))
+    if "escalate" in recipe.stages:
+        nodes.append(("escalate", escalate))
+    if "adjudicate" in recipe.stages:
+        nodes.append(("adjudicate", adjudicate))
+    nodes += [("decide", decide), ("record", record)]
+    for name, fn in nodes:
         g.add_node(name, fn)
     g.add_edge(START, "plan")
     g.add_conditional_edges("plan", fan_out, ["member"])
-    g.add_edge("member", "reconcile")
-    g.add_conditional_edges("reconcile", route, ["adjudicate", "decide"])
-    g.add_edge("adjudicate", "decide")
+    after_members = "review" if "review" in recipe.stages else "reconcile"
+    g.add_edge("member", after_members)
+    if after_members == "review":
+        g.add_edge("review", "reconcile")
+    # Without an adjudicate stage, what the vote leaves contested is decided unresolved.
+    onward = {"adjudicate": "adjudicate" if "adjudicate" in recipe.stages else "decide", "decide": "decide"}
+    if "escalate" in recipe.stages:
+        g.add_conditional_edges("reconcile", route_escalate, {"escalate": "escalate", **onward})
+        g.add_conditional_edges("escalate", route, onward)
+    else:
+        g.add_conditional_edges("reconcile", route, onward)
+    if "adjudicate" in recipe.stages:
+        g.add_edge("adjudicate", "decide")
     g.add_edge("decide", "record")
     g.add_edge("record", END)
     return g.compile()

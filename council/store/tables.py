@@ -14,7 +14,7 @@ from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 __all__ = [
-    "AnswerRow", "CallRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
+    "AnswerRow", "CallRow", "EscalationRow", "JudgementRow", "ReviewRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
     "PassageRow", "PolicyRow", "RunModelRow", "RunRow", "SourceRow", "VerdictRow",
 ]
 
@@ -211,6 +211,50 @@ class BatchItemRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class ReviewRow(SQLModel, table=True):
+    """One peer review (recipe stage ``review``): a member's review of the other members' answers."""
+
+    __tablename__ = "reviews"
+    review_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    reviewer_label: str
+    reviewer_model: str
+    call_id: str | None = None
+    status: str
+    """``ok`` or ``failed`` (then ``error_kind`` and ``reason`` say why the review is missing)."""
+    error_kind: str | None = None
+    reason: str | None = None
+    shown_json: str = "[]"
+    """Member labels of the answers shown, in the reviewer's shuffled order."""
+    ranking_json: str = "[]"
+    """Member labels, best first."""
+
+
+class JudgementRow(SQLModel, table=True):
+    """A reviewer's judgement of one claim."""
+
+    __tablename__ = "review_judgements"
+    review_id: str = Field(primary_key=True)
+    claim_id: str = Field(primary_key=True, index=True)
+    run_id: str = Field(index=True)
+    reviewer_model: str
+    verdict: str
+    """``accurate``, ``inaccurate`` or ``unverifiable``."""
+    reason: str = ""
+    quote: str = ""
+
+
+class EscalationRow(SQLModel, table=True):
+    """An item (a contested cluster, or a fact check's unsettled label) put to the strong tier."""
+
+    __tablename__ = "escalations"
+    escalation_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    target: str
+    """The cluster id, or ``label``."""
+    body_json: str
+
+
 class MigrationRow(SQLModel, table=True):
     __tablename__ = "council_migrations"
     name: str = Field(primary_key=True)
@@ -243,9 +287,14 @@ def _m0003_batches(conn: Any) -> None:
     _create(conn, BatchRow, BatchItemRow)
 
 
+def _m0004_deliberation(conn: Any) -> None:
+    _create(conn, ReviewRow, JudgementRow, EscalationRow)
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_claim_reconciliation", _m0002_claim_reconciliation),
     ("0003_batches", _m0003_batches),
+    ("0004_deliberation", _m0004_deliberation),
 ]

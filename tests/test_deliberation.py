@@ -1,0 +1,177 @@
+"""Recipes with review and escalate stages, end to end over loopback through the real litellm path.
+
+The scripted server plays members, reviewers and the strong tier; assertions compare what the server
+received (which prompts, how many calls per model) with what the store recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from conftest import GREAT_WALL, answer, panel_config, panel_script, ruling
+from council import Council
+from council.testing import ScriptedServer
+
+M_C_CLAIM = "The Great Wall is visible to the naked eye from low Earth orbit."
+A_ANSWER, B_ANSWER, C_ANSWER = "No, it is not visible.", "No.", "Yes."
+
+
+def _resp(i: int, answer_text: str) -> str:
+    return f'<response label="Response {i}">\nAnswer: {answer_text}'
+
+
+def review_content(judgements: list[tuple[str, str]], ranking: list[str]) -> dict[str, Any]:
+    return {"judgements": [{"claim": c, "verdict": v, "reason": "scripted"} for c, v in judgements],
+            "ranking": ranking}
+
+
+def reviewer_answers(member: str) -> list[dict[str, Any]]:
+    """Scripted reviews of member ``member``'s model, chosen by where the others' answers landed in its
+    shuffled prompt. A and B judge m-c's claim inaccurate and rank it last; C judges nothing it can verify."""
+    if member == "A":  # sees B (1 claim) and C (1 claim)
+        return [
+            {"match": _resp(1, C_ANSWER), "content": review_content([("C1", "inaccurate"), ("C2", "accurate")],
+                                                                    ["Response 2", "Response 1"])},
+            {"match": _resp(2, C_ANSWER), "content": review_content([("C1", "accurate"), ("C2", "inaccurate")],
+                                                                    ["Response 1", "Response 2"])},
+        ]
+    if member == "B":  # sees A (2 claims) and C (1 claim)
+        return [
+            {"match": _resp(1, C_ANSWER), "content": review_content(
+                [("C1", "inaccurate"), ("C2", "accurate"), ("C3", "accurate")], ["Response 2", "Response 1"])},
+            {"match": _resp(2, C_ANSWER), "content": review_content(
+                [("C1", "accurate"), ("C2", "accurate"), ("C3", "inaccurate")], ["Response 1", "Response 2"])},
+        ]
+    # C sees A and B: ranks A first, can verify nothing
+    return [
+        {"match": _resp(1, A_ANSWER), "content": review_content(
+            [("C1", "unverifiable"), ("C2", "unverifiable"), ("C3", "unverifiable")], ["Response 1", "Response 2"])},
+        {"match": _resp(2, A_ANSWER), "content": review_content(
+            [("C1", "unverifiable"), ("C2", "unverifiable"), ("C3", "unverifiable")], ["Response 2", "Response 1"])},
+    ]
+
+
+def review_script(**overrides: dict[str, Any]) -> dict[str, Any]:
+    script = panel_script()
+    for name, member in (("m-a", "A"), ("m-b", "B"), ("m-c", "C")):
+        m = script["models"][name]
+        m["answers"] = reviewer_answers(member) + m["answers"]
+    script["models"].update(overrides)
+    for m in script["models"].values():
+        m.setdefault("prompt_tokens", 1000)
+        m.setdefault("completion_tokens", 200)
+    return script
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(model, full text of every message) of each chat request the gateway sends."""
+    from council.calls import gateway
+
+    seen: list[tuple[str, str]] = []
+    real = gateway.acomplete
+
+    async def spy(entry: Any, messages: Any, **kw: Any) -> Any:
+        text = "\n".join(m.content if isinstance(m.content, str) else json.dumps([p.model_dump() for p in m.content])
+                         for m in messages)
+        seen.append((entry.name, text))
+        return await real(entry, messages, **kw)
+
+    monkeypatch.setattr(gateway, "acomplete", spy)
+    return seen
+
+
+def test_review_recipe_never_sends_a_reviewer_its_own_answer(scripted, db_url: str, captured) -> None:
+    srv = scripted(review_script())
+    result = Council(panel_config(srv.base_url), db=db_url, recipe="review").ask(GREAT_WALL)
+    assert result.recipe == "review" and result.status == "done"
+    reviews = {r.reviewer_label: r for r in result.reviews}
+    assert sorted(reviews) == ["A", "B", "C"] and all(r.status == "ok" for r in reviews.values())
+    own = {"A": "The wall is only about 6 m wide.", "B": "It cannot be seen with the naked eye",
+           "C": M_C_CLAIM}
+    review_prompts = [(m, t) for m, t in captured if "Review these responses" in t]
+    assert sorted(m for m, _ in review_prompts) == ["m-a", "m-b", "m-c"]
+    model_of = {"m-a": "A", "m-b": "B", "m-c": "C"}
+    for model, text in review_prompts:
+        me = model_of[model]
+        assert own[me] not in text  # its own answer was never sent
+        for other in set(own) - {me}:
+            assert own[other] in text
+        assert sorted(reviews[me].shown) == sorted(set(own) - {me})
+    # Requests the server received: members answer once, review once; the judge is not needed.
+    assert srv.stats()["requests"] == {"m-a": 2, "m-b": 2, "m-c": 2}
+    review_calls = [c for c in result.calls if c.node == "review"]
+    assert len(review_calls) == 3 and all(c.policy_name == "peer_review" for c in review_calls)
+    assert {r.call_id for r in reviews.values()} == {c.call_id for c in review_calls}
+
+
+def test_review_judgements_settle_the_vote_and_borda_ranks_members(scripted, db_url: str) -> None:
+    srv = scripted(review_script())
+    result = Council(panel_config(srv.base_url), db=db_url, recipe="review").ask(GREAT_WALL)
+    v = result.verdict
+    assert v is not None
+    c_claim = next(c.claim_id for c in result.claims if c.member_label == "C")
+    judged = {(r.reviewer_label, j.claim_id): j.verdict for r in result.reviews for j in r.judgements}
+    assert judged[("A", c_claim)] == judged[("B", c_claim)] == "inaccurate"
+    assert all(verdict == "unverifiable" for (rev, _), verdict in judged.items() if rev == "C")
+    # Without review this split is contested (see test_engine); the reviewers' judgements settle it.
+    by_text = {k.text: k for k in result.clusters}
+    assert by_text[M_C_CLAIM].status == "rejected" and by_text[M_C_CLAIM].settled_by == "vote"
+    assert v.decided_by == "vote" and v.adjudicator_call_id is None
+    assert c_claim in v.contradicted
+    # Borda: A ranked first by B and C (1.0), B first by A and last by C (0.5), C last by A and B (0.0).
+    assert v.borda == {"A": 1.0, "B": 0.5, "C": 0.0}
+    assert {r.reviewer_label: r.ranking for r in result.reviews} == {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"]}
+    stages = {s.stage: s for s in result.stage_costs}
+    assert stages["review"].calls == 3
+    assert sum(s.cost_usd for s in stages.values()) == pytest.approx(result.total_cost_usd)
+
+
+def test_per_reviewer_shuffles_differ() -> None:
+    from council.deliberation.claims import build_answer
+    from council.calls.answers import AnswerDraft
+    from council.deliberation.review import review_view
+
+    answers = [build_answer(run_id="r", member_label=x, model="m", call_id=x,
+                            draft=AnswerDraft(answer=x, claims=[{"text": f"claim {x}", "confidence": 0.5}]),
+                            task="ask", raw_text="") for x in "ABCDEFG"]
+    orders = {x: tuple(review_view("run-7", x, answers).shown) for x in "ABCDEFG"}
+    for x, shown in orders.items():
+        assert x not in shown and sorted(shown) == sorted(set("ABCDEFG") - {x})
+    # Each reviewer gets its own order (the same run and reviewer always the same one).
+    stripped = {tuple(m for m in shown if m not in "AB") for x, shown in orders.items() if x in "AB"}
+    assert len(stripped) == 2
+    assert len({tuple(sorted(s)) == s for s in orders.values()}) >= 1
+    assert orders["C"] == tuple(review_view("run-7", "C", answers).shown)
+
+
+def test_borda_worked_example() -> None:
+    from council.deliberation.review import Review, borda
+
+    def r(label: str, ranking: list[str]) -> Review:
+        return Review(review_id=label, run_id="r", reviewer_label=label, reviewer_model="m", shown=ranking,
+                      ranking=ranking)
+
+    # Four members; each reviews the three others. Points per position with n=3: 1, 0.5, 0.
+    reviews = [r("A", ["B", "C", "D"]), r("B", ["A", "C", "D"]), r("C", ["B", "A", "D"]), r("D", ["C", "B", "A"])]
+    assert borda(reviews) == {"A": pytest.approx((1.0 + 0.5 + 0.0) / 3), "B": pytest.approx((1.0 + 1.0 + 0.5) / 3),
+                              "C": pytest.approx((0.5 + 0.5 + 1.0) / 3), "D": pytest.approx(0.0)}
+    # A reviewer that ranked only two (the other answer missing) counts on the same 0..1 scale.
+    assert borda([r("A", ["B", "C"])]) == {"B": 1.0, "C": 0.0}
+
+
+def test_failed_reviewer_degrades_the_run_and_says_which_review_is_missing(scripted, db_url: str) -> None:
+    script = review_script()
+    script["models"]["m-b"]["faults"] = [{"kind": "500", "attempts": [1], "match": "Review these responses"}]
+    srv = scripted(script)
+    result = Council(panel_config(srv.base_url), db=db_url, recipe="review").ask(GREAT_WALL)
+    v = result.verdict
+    assert v is not None and v.degraded and result.status == "degraded"
+    assert "review by member B (m-b) missing: server_error" in v.degraded_reasons[0] or any(
+        r.startswith("review by member B (m-b) missing") for r in v.degraded_reasons)
+    failed = [r for r in result.reviews if r.status == "failed"]
+    assert [r.reviewer_label for r in failed] == ["B"]
+    assert [c.status for c in result.calls if c.node == "review" and c.member_label == "B"] == ["failed"]
