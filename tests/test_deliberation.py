@@ -175,3 +175,111 @@ def test_failed_reviewer_degrades_the_run_and_says_which_review_is_missing(scrip
     failed = [r for r in result.reviews if r.status == "failed"]
     assert [r.reviewer_label for r in failed] == ["B"]
     assert [c.status for c in result.calls if c.node == "review" and c.member_label == "B"] == ["failed"]
+
+
+# ------------------------------------------------------------------------------------------ cascade
+
+NOT_VISIBLE = "The Great Wall is not visible to the naked eye from low Earth orbit."
+WIDTH = "The wall is only about 6 m wide."
+
+
+def cascade_config(base_url: str, **policies: dict[str, Any]) -> dict[str, Any]:
+    """Cheap members m-a, m-b; strong models strong-x, strong-y (priced high); the judge."""
+    cfg = panel_config(base_url)
+    cfg["models"]["strong-x"] = {"model": "openai/strong-x", "api_base": base_url, "quality": 95, "provider": "prov-x",
+                                 "input_usd_per_mtok": 5.0, "output_usd_per_mtok": 10.0}
+    cfg["policies"].update({
+        "research_cheap": {"allowed_models": ["m-a", "m-b"], "timeout_s": 5.0},
+        "fact_check_cheap": {"allowed_models": ["m-a", "m-b"], "timeout_s": 5.0},
+        "escalation": {"allowed_models": ["strong-x"], "timeout_s": 5.0},
+    })
+    for name, table in policies.items():
+        cfg["policies"].setdefault(name, {}).update(table)
+    return cfg
+
+
+def strong_ruling(decisions: dict[str, str], label: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"rulings": [{"item": k, "decision": v, "reason": "scripted"} for k, v in decisions.items()]}
+    if label:
+        out["label"] = label
+    return out
+
+
+def cascade_script(**overrides: dict[str, Any]) -> dict[str, Any]:
+    """m-a: not visible + width; m-b: visible (contradicts m-a). The strong tier backs m-a."""
+    script = panel_script(**{
+        "m-b": {"latency": 0.05, "answers": [{"content": answer("Yes.", [(M_C_CLAIM, 0.6)])}]},
+        "strong-x": {"latency": 0.05, "answers": [{"match": "Items in doubt", "content": strong_ruling(
+            {"E1": "true", "E2": "false"})}]},
+    })
+    script["models"].update(overrides)
+    for m in script["models"].values():
+        m.setdefault("prompt_tokens", 1000)
+        m.setdefault("completion_tokens", 200)
+    return script
+
+
+def test_cascade_escalates_only_the_contested_clusters(scripted, db_url: str, captured) -> None:
+    srv = scripted(cascade_script())
+    result = Council(cascade_config(srv.base_url), db=db_url, recipe="cascade").ask(GREAT_WALL)
+    # Cheap members once each, the strong tier once, the adjudicator never.
+    assert srv.stats()["requests"] == {"m-a": 1, "m-b": 1, "strong-x": 1}
+    strong_prompt = next(t for m, t in captured if m == "strong-x")
+    assert NOT_VISIBLE in strong_prompt and M_C_CLAIM in strong_prompt
+    assert WIDTH not in strong_prompt  # settled parts keep the cheap answers: never put to the strong tier
+    k = {c.text: c for c in result.clusters}
+    assert (k[NOT_VISIBLE].status, k[NOT_VISIBLE].settled_by) == ("accepted", "escalation")
+    assert (k[M_C_CLAIM].status, k[M_C_CLAIM].settled_by) == ("rejected", "escalation")
+    assert k[WIDTH].settled_by == "vote"
+    esc = {e.cluster_label: e for e in result.escalations}
+    assert sorted(esc) == sorted([k[NOT_VISIBLE].label, k[M_C_CLAIM].label])
+    for e in esc.values():
+        assert e.status == "settled" and e.models == ["strong-x"] and e.tier.startswith("escalation@")
+        assert "posterior" in e.reason and "1 member(s) state it, 1 contradict it" in e.reason
+    v = result.verdict
+    assert v is not None and v.decided_by == "vote" and not v.degraded
+    assert sorted(v.settled_by_escalation) == sorted([k[NOT_VISIBLE].cluster_id, k[M_C_CLAIM].cluster_id])
+    strong_calls = [c for c in result.calls if c.node == "escalate"]
+    assert len(strong_calls) == 1 and strong_calls[0].policy_name == "escalation" and strong_calls[0].status == "ok"
+    stages = {s.stage: (s.calls, s.cost_usd) for s in result.stage_costs}
+    assert stages["escalate"] == (1, pytest.approx((1000 * 5.0 + 200 * 10.0) / 1e6))
+
+
+def test_cascade_settled_by_the_cheap_panel_never_calls_the_strong_tier(scripted, db_url: str) -> None:
+    srv = scripted(cascade_script(**{"m-b": {"latency": 0.05, "answers": [{"content": answer(
+        "No.", [("It cannot be seen with the naked eye from low Earth orbit.", 0.85)])}]}}))
+    result = Council(cascade_config(srv.base_url), db=db_url, recipe="cascade").ask(GREAT_WALL)
+    assert srv.stats()["requests"] == {"m-a": 1, "m-b": 1}
+    assert result.escalations == [] and result.verdict is not None and result.verdict.escalated == []
+
+
+def test_budget_stops_escalation_and_says_so(scripted, db_url: str) -> None:
+    srv = scripted(cascade_script(judge={"latency": 0.05, "answers": [{"content": ruling("No.", ["C1"])}]}))
+    cfg = cascade_config(srv.base_url, escalation={"max_input_usd_per_mtok": 300.0, "max_output_usd_per_mtok": 300.0})
+    cfg["models"]["strong-x"].update(input_usd_per_mtok=100.0, output_usd_per_mtok=200.0)
+    cfg["budget_usd"] = 0.03
+    result = Council(cfg, db=db_url, recipe="cascade").ask(GREAT_WALL)
+    assert "strong-x" not in srv.stats()["requests"]  # never sent
+    skipped = [c for c in result.calls if c.node == "escalate"]
+    assert [(c.status, c.error_kind) for c in skipped] == [("skipped", "budget")]
+    assert all(e.status == "skipped_budget" for e in result.escalations) and len(result.escalations) == 2
+    v = result.verdict
+    assert v is not None and v.degraded
+    assert any("skipped: budget" in r for r in v.degraded_reasons)
+    assert result.total_cost_usd <= 0.03
+
+
+def test_cascade_escalates_an_unsettled_label(scripted, db_url: str) -> None:
+    srv = scripted(cascade_script(**{
+        "m-a": {"latency": 0.05, "answers": [{"content": answer("No.", [(NOT_VISIBLE, 0.9)], label="REFUTED")}]},
+        "m-b": {"latency": 0.05, "answers": [{"content": answer("Yes.", [(M_C_CLAIM, 0.6)], label="SUPPORTED")}]},
+        "strong-x": {"latency": 0.05, "answers": [{"match": "Items in doubt", "content": strong_ruling(
+            {"E1": "true", "E2": "false", "E3": "false"}, label="REFUTED")}]},
+    }))
+    result = Council(cascade_config(srv.base_url), db=db_url, recipe="cascade").check(
+        "The Great Wall is visible from low Earth orbit.")
+    v = result.verdict
+    assert v is not None and v.label == "REFUTED" and "label" in v.settled_by_escalation
+    lab = next(e for e in result.escalations if e.target == "label")
+    assert lab.reason.startswith("label vote not settled") and lab.decisions == {"strong-x": "REFUTED"}
+    assert "judge" not in srv.stats()["requests"]

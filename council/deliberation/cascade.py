@@ -169,16 +169,20 @@ def _sigmoid(x: float) -> float:
 
 def apply_escalation(
     *, run_id: str, items: list[EscalationItem], answers: list[StrongAnswer], clusters: list[ClaimCluster],
-    label_vote: LabelVote | None, reliability: dict[str, float], policy: TaskPolicy, tier: str,
+    label_vote: LabelVote | None, reliability: dict[str, float], policy: TaskPolicy, strong_policy: TaskPolicy,
 ) -> tuple[list[ClaimCluster], LabelVote | None, list[Escalation]]:
-    """Count the strong answers in the weighted vote; return the updated clusters, label vote and records."""
+    """Count the strong answers in the weighted vote; return the updated clusters, label vote and records.
+
+    ``policy`` (the members') settles; a strong model without a learned reliability counts with the strong
+    tier's prior (``strong_policy.reliability_prior``): the policy says how far the tier is trusted."""
+    tier = strong_policy.ref
     clusters = [k.model_copy(deep=True) for k in clusters]
     by_id = {k.cluster_id: k for k in clusters}
     label_vote = label_vote.model_copy(deep=True) if label_vote is not None else None
     ok = [a for a in answers if a.call_id is not None]
     records: list[Escalation] = []
     for it in items:
-        w_of = {a.model: weight(effective_accuracy(reliability.get(a.model, policy.reliability_prior), None))
+        w_of = {a.model: weight(effective_accuracy(reliability.get(a.model, strong_policy.reliability_prior), None))
                 for a in ok}
         decisions = {a.model: a.decisions[it.target] for a in ok if it.target in a.decisions}
         if it.target == "label":

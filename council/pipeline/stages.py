@@ -168,7 +168,7 @@ async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilS
         on_send=deps.store.add_call_intent if deps.write_ahead else None)
     clusters, label_vote, records = apply_escalation(
         run_id=req.run_id, items=items, answers=answers, clusters=rec.clusters, label_vote=rec.label_vote,
-        reliability=plan_.reliability, policy=policy, tier=panel.policy.ref)
+        reliability=plan_.reliability, policy=policy, strong_policy=panel.policy)
     add_escalations(deps.store, records)
     answered = len(rec.answers) + sum(1 for a in answers if a.call_id and "label" in a.decisions)
     needs, why = adjudication_need(req.task, rec.answers, clusters, label_vote, answered >= policy.quorum)
