@@ -358,6 +358,7 @@ async def acheck_many(
     processes: int = 1,
     on_progress: Callable[[BatchProgress], None] | None = None,
     on_bad_row: Callable[[BadRow], None] | None = None,
+    recipe: str | None = None,
     _helper: bool = False,
 ) -> BatchReport:
     """Fact-check every claim of ``claims`` (a .jsonl/.csv path, or an iterable of strings or dicts); see
@@ -369,7 +370,8 @@ async def acheck_many(
     one Python process spends most of its time on CPU, so this is how a batch uses several cores. Each
     process gets an equal share of what is left of the budget (their sum never exceeds it). It needs the
     claims and the config as files. ``on_progress`` is called after each claim (from the event loop: keep
-    it quick); ``on_bad_row`` once per skipped row, before any claim runs.
+    it quick); ``on_bad_row`` once per skipped row, before any claim runs. ``recipe``: the deliberation
+    recipe of every claim (default: the config's).
     """
     from council.store.queue import BatchStore, new_owner
     from council.calls.budget import Budget
@@ -393,7 +395,7 @@ async def acheck_many(
             on_bad_row(b)
     # Without a limit the budget only measures what this invocation spends.
     budget = Budget(float("inf"))
-    council = Council(config, db=db, budget=budget)
+    council = Council(config, db=db, budget=budget, recipe=recipe)
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
     bid = parsed.batch_id
@@ -424,7 +426,7 @@ async def acheck_many(
         from .procs import Helpers
 
         async with Helpers(processes - 1, claims, config=config, db=db, batch_id=bid, concurrency=runner.concurrency,
-                           max_claim_chars=max_claim_chars, budget_share=share, runner=runner):
+                           max_claim_chars=max_claim_chars, budget_share=share, runner=runner, recipe=recipe):
             await runner.run()
         if processes > 1 and not runner.budget_exhausted and bstore.counts(bid).get("pending"):
             await runner.run()  # claims a helper left (it ran out of its share of the budget, or died)
