@@ -283,3 +283,41 @@ def test_cascade_escalates_an_unsettled_label(scripted, db_url: str) -> None:
     lab = next(e for e in result.escalations if e.target == "label")
     assert lab.reason.startswith("label vote not settled") and lab.decisions == {"strong-x": "REFUTED"}
     assert "judge" not in srv.stats()["requests"]
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+def test_provenance_graph_and_prov_show_reviews_judgements_and_escalations(scripted, db_url: str) -> None:
+    from council.provenance import to_prov, trace_claim
+
+    srv = scripted(review_script())
+    result = Council(panel_config(srv.base_url), db=db_url, recipe="review").ask(GREAT_WALL)
+    g = result.graph
+    reviews = [n for n, d in g.nodes(data=True) if d.get("kind") == "Review"]
+    assert len(reviews) == 3
+    answer_node = {a.member_label: f"answer:{a.answer_id}" for a in result.answers}
+    for r in result.reviews:
+        rid = f"review:{r.review_id}"
+        reviewed = {v for _, v, rel in g.out_edges(rid, data="relation") if rel == "reviews"}
+        assert reviewed == {answer_node[m] for m in r.shown} and answer_node[r.reviewer_label] not in reviewed
+        assert (rid, f"call:{r.call_id}") in {(u, v) for u, v, rel in g.out_edges(rid, data="relation")
+                                              if rel == "generated_by"}
+    c_claim = next(c.claim_id for c in result.claims if c.member_label == "C")
+    judges = [(u, d["verdict"]) for u, _, d in g.in_edges(f"claim:{c_claim}", data=True) if d["relation"] == "judges"]
+    assert sorted(v for _, v in judges) == ["inaccurate", "inaccurate"]
+    trace = trace_claim(g, c_claim)
+    assert trace.judgements == {"A": "inaccurate", "B": "inaccurate"}
+    assert "judged       inaccurate by reviewer A" in trace.describe()
+    prov = to_prov(Council(panel_config(srv.base_url), db=db_url).store.load_run(result.run_id)).serialize()
+    assert prov.count('"council:Review"') == 3 and '"council:Judgement"' in prov
+
+    srv2 = scripted(cascade_script())
+    res2 = Council(cascade_config(srv2.base_url), db=db_url, recipe="cascade").ask(GREAT_WALL)
+    g2 = res2.graph
+    esc = [(u, v) for u, v, rel in g2.edges(data="relation") if rel == "escalates"]
+    assert sorted(v for _, v in esc) == sorted(f"cluster:{e.target}" for e in res2.escalations) and len(esc) == 2
+    for e in res2.escalations:
+        assert (f"escalation:{e.escalation_id}", f"call:{e.call_ids[0]}") in {
+            (u, v) for u, v, rel in g2.edges(data="relation") if rel == "decided_by"}
+    prov2 = to_prov(Council(panel_config(srv2.base_url), db=db_url).store.load_run(res2.run_id)).serialize()
+    assert prov2.count('"council:Escalation"') == 2
