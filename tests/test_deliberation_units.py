@@ -129,3 +129,14 @@ def test_adjudication_need_reasons(task: str, n: int, why: str) -> None:
     rec = reconcile(task=task, answers=answers, failures=[], embedder=LexicalEmbedder(), reliability={},
                     policy=POLICY, sources_given=False)
     assert adjudication_need(task, answers, rec.clusters, None, True) == (n > 0, why)
+
+
+def test_review_factors_weaken_a_label_whose_claims_were_judged_inaccurate() -> None:
+    answers = [answer_of("A", "m-a", draft("Yes.", ("x is true", 0.9), label="SUPPORTED"), task="check"),
+               answer_of("B", "m-b", draft("No.", ("x is not true", 0.6), label="REFUTED"), task="check")]
+    base = reconcile(task="check", answers=answers, failures=[], embedder=LexicalEmbedder(), reliability={},
+                     policy=POLICY, sources_given=False)
+    judged = reconcile(task="check", answers=answers, failures=[], embedder=LexicalEmbedder(), reliability={},
+                       policy=POLICY, sources_given=False, claim_factors={answers[0].claims[0].claim_id: 0.0})
+    assert base.label_vote is not None and base.label_vote.label == "SUPPORTED"
+    assert judged.label_vote is not None and judged.label_vote.label == "REFUTED"

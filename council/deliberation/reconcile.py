@@ -97,7 +97,8 @@ def reconcile(
     by_id = {c.claim_id: c for a in answers for c in a.claims}
     settle_clusters(clusters, by_id, reliability, policy, sources_given, claim_factors=claim_factors)
     quorum_met = len(answers) >= policy.quorum
-    label = vote_label(answers, reliability, policy, sources_given) if task == "check" and answers else None
+    label = (vote_label(answers, reliability, policy, sources_given, claim_factors=claim_factors)
+             if task == "check" and answers else None)
     if label is not None and not quorum_met:
         label.settled = False
     needs, why = adjudication_need(task, answers, clusters, label, quorum_met)

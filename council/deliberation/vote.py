@@ -141,9 +141,14 @@ def answer_confidence(answer: MemberAnswer) -> float | None:
 
 
 def vote_label(
-    answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy, sources_given: bool
+    answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy, sources_given: bool,
+    claim_factors: dict[str, float] | None = None,
 ) -> LabelVote:
-    """Weighted vote over SUPPORTED/REFUTED labels; NOT_ENOUGH_INFO and missing labels abstain."""
+    """Weighted vote over SUPPORTED/REFUTED labels; NOT_ENOUGH_INFO and missing labels abstain.
+
+    ``claim_factors`` (peer reviews): a member's label counts with the mean factor of its judged claims,
+    as in ``settle_clusters`` (a member whose reasons reviewers judged inaccurate counts less)."""
+    factors = claim_factors or {}
     votes: dict[str, FactLabel] = {a.member_label: a.label for a in answers if a.label is not None}
     log_odds = 0.0
     voters = 0
@@ -152,6 +157,9 @@ def vote_label(
             continue
         evidence_ok = not sources_given or any(c.verified for cl in a.claims for c in cl.citations)
         p = effective_accuracy(reliability.get(a.model, policy.reliability_prior), answer_confidence(a), evidence_ok)
+        judged = [factors[c.claim_id] for c in a.claims if c.claim_id in factors]
+        if judged:
+            p = 0.5 + (p - 0.5) * min(max(sum(judged) / len(judged), 0.0), 1.0)
         log_odds += weight(p) if a.label == "SUPPORTED" else -weight(p)
         voters += 1
     if voters == 0:
