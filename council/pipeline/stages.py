@@ -54,11 +54,11 @@ def stage_panels(deps: GraphDeps, question: str, member_panel: Panel) -> tuple[T
                 f"{len(member_panel.seats)} qualified for policy {member_panel.policy.name!r} (the rest: {why})")
     if recipe.cascade is not None and "escalate" in recipe.stages:
         policy = _policy(deps, "escalate", recipe.cascade.policy)
-        cheap = {e.name for s in member_panel.seats for e in s.chain}
+        cheap = {s.chain[0].name for s in member_panel.seats}  # the cheap panel's first choices
         catalog = [e for e in deps.catalog if e.name not in cheap]
         if not catalog:
             raise QualificationError(f"recipe {recipe.name!r}: no model is left for the strong tier (policy "
-                                     f"{policy.name!r}): every model of the catalog is on the cheap panel")
+                                     f"{policy.name!r}): every model of the catalog sits on the cheap panel")
         strong = qualify(catalog, policy, RequestNeeds(prompt_tokens=min(
             estimate_tokens(question) + 400, policy.context_budget_tokens)))
     return review_policy, strong
