@@ -232,28 +232,12 @@ def to_prov(run: StoredRun) -> Any:
                 if any(p.passage_id == cit.source_id for p in run.passages):
                     doc.wasDerivedFrom(claim, q("passage", f"{run.run_id}-{cit.source_id}"),
                                        other_attributes={"council:quote": cit.quote, "council:verified": bool(cit.verified)})
-    for r in run.reviews:
-        rev = doc.entity(q("review", r.review_id), attrs("Review", {"reviewer_label": r.reviewer_label,
-                                                                   "status": r.status, "ranking": ",".join(r.ranking)}))
-        if r.call_id:
-            doc.wasGeneratedBy(rev, q("call", r.call_id))
-        for j in r.judgements:
-            jud = doc.entity(q("judgement", f"{r.review_id}-{j.claim_id}"), attrs("Judgement", {"verdict": j.verdict,
-                                                                                               "reason": j.reason}))
-            doc.hadMember(rev, jud)
-            doc.wasDerivedFrom(jud, q("claim", j.claim_id))
     for k in run.clusters:
         ent = doc.entity(q("cluster", k.cluster_id), attrs("Cluster", {"label": k.label, "status": k.status,
                                                                        "settled_by": k.settled_by, "support": k.support}))
         for claim_id in k.claim_ids:
             doc.hadMember(ent, q("claim", claim_id))
-    for e in run.escalations:
-        esc = doc.entity(q("escalation", e.escalation_id), attrs("Escalation", {
-            "target": e.target, "reason": e.reason, "tier": e.tier, "status": e.status, "outcome": e.outcome}))
-        if e.target != "label":
-            doc.wasDerivedFrom(esc, q("cluster", e.target))
-        for cid in e.call_ids:
-            doc.wasGeneratedBy(esc, q("call", cid))
+    _prov_deliberation(doc, run, q, attrs)
     v = run.verdict
     if v is not None:
         ent = doc.entity(q("verdict", v.verdict_id), attrs("Verdict", {"answer": v.answer, "label": v.label,
@@ -266,6 +250,27 @@ def to_prov(run: StoredRun) -> Any:
         for claim_id in v.support:
             doc.wasDerivedFrom(ent, q("claim", claim_id))
     return doc
+
+
+def _prov_deliberation(doc: Any, run: StoredRun, q: Any, attrs: Any) -> None:
+    """Reviews, their judgements and escalations as PROV entities."""
+    for r in run.reviews:
+        rev = doc.entity(q("review", r.review_id), attrs("Review", {"reviewer_label": r.reviewer_label,
+                                                                   "status": r.status, "ranking": ",".join(r.ranking)}))
+        if r.call_id:
+            doc.wasGeneratedBy(rev, q("call", r.call_id))
+        for j in r.judgements:
+            jud = doc.entity(q("judgement", f"{r.review_id}-{j.claim_id}"), attrs("Judgement", {"verdict": j.verdict,
+                                                                                               "reason": j.reason}))
+            doc.hadMember(rev, jud)
+            doc.wasDerivedFrom(jud, q("claim", j.claim_id))
+    for e in run.escalations:
+        esc = doc.entity(q("escalation", e.escalation_id), attrs("Escalation", {
+            "target": e.target, "reason": e.reason, "tier": e.tier, "status": e.status, "outcome": e.outcome}))
+        if e.target != "label":
+            doc.wasDerivedFrom(esc, q("cluster", e.target))
+        for cid in e.call_ids:
+            doc.wasGeneratedBy(esc, q("call", cid))
 
 
 def _graphml_safe(graph: Any) -> Any:
