@@ -18,6 +18,7 @@ from council.deliberation.reconcile import adjudication_need
 from council.deliberation.review import Review, borda, claim_factors, review_answers
 from council.deliberation.verdict import Verdict
 from council.errors import ConfigError, QualificationError
+from council.ids import content_id
 
 if TYPE_CHECKING:
     from langgraph.runtime import Runtime
@@ -81,13 +82,10 @@ async def review(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilSta
     async def one(a: Any) -> Review:
         if a.member_label in kept:
             return kept[a.member_label]
-        from council.deliberation.review import Review as R
-        from council.ids import content_id
-
         entry = by_name[a.model]
         excluded = exclusion_reason(entry, policy, RequestNeeds())
         if excluded is not None:
-            r = R(review_id=content_id(req.run_id, "review", a.member_label), run_id=req.run_id,
+            r = Review(review_id=content_id(req.run_id, "review", a.member_label), run_id=req.run_id,
                   reviewer_label=a.member_label, reviewer_model=a.model, shown=[], status="failed",
                   error_kind="not_qualified", reason=f"{a.model} does not qualify for policy {policy.name!r}: {excluded}")
         else:
