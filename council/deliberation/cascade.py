@@ -96,6 +96,8 @@ class Escalation(BaseModel):
     """Strong models asked."""
     call_ids: list[str] = Field(default_factory=list)
     """Their successful calls."""
+    call_of: dict[str, str] = Field(default_factory=dict)
+    """Strong model -> the call that gave its decision."""
     decisions: dict[str, str] = Field(default_factory=dict)
     """Strong model -> its decision on this item."""
     status: Literal["settled", "contested", "skipped_budget", "failed"]
@@ -223,5 +225,6 @@ def apply_escalation(
             escalation_id=content_id(run_id, "escalation", it.target), run_id=run_id, item=it.item,
             target=it.target, cluster_label=klabel, text=it.text, reason=it.reason, tier=tier,
             models=[a.model for a in answers], call_ids=[a.call_id for a in ok if a.call_id],
+            call_of={a.model: a.call_id for a in ok if a.call_id},
             decisions=decisions, status=status, outcome=outcome, posterior_before=before, posterior_after=after))
     return clusters, label_vote, records

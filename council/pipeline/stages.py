@@ -134,13 +134,10 @@ def _stored_strong_answers(escalations: list[Escalation]) -> list[StrongAnswer]:
     """Strong models that already answered in an earlier attempt at this run (resume: not asked again)."""
     by_model: dict[str, StrongAnswer] = {}
     for e in escalations:
-        for m, d in e.decisions.items():
-            a = by_model.setdefault(m, StrongAnswer(seat="", model=m))
-            a.decisions[e.target] = d
-        for cid in e.call_ids:
-            for m in e.decisions:
-                if by_model[m].call_id is None:
-                    by_model[m].call_id = cid
+        for m, cid in e.call_of.items():
+            a = by_model.setdefault(m, StrongAnswer(seat="", model=m, call_id=cid))
+            if m in e.decisions:
+                a.decisions[e.target] = e.decisions[m]
     return list(by_model.values())
 
 
@@ -155,19 +152,26 @@ async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilS
     assert panel is not None and deps.recipe.cascade is not None
     items = escalation_items(req.task, rec.clusters, rec.label_vote, req.question, len(rec.answers), policy.quorum,
                              policy.vote_settle_at)
-    done = _stored_strong_answers(load_escalations(deps.store, req.run_id)) if req.resume else []
-    done_models = {a.model for a in done if a.call_id}
-    todo = Panel(policy=panel.policy, seats=[s for s in panel.seats if s.chain[0].name not in done_models],
-                 ranking=panel.ranking, excluded=panel.excluded)
-    answers = [a for a in done if a.call_id] + await ask_strong_tier(
-        run_id=req.run_id, task=req.task, question=req.question, items=items, panel=todo,
-        template=deps.recipe.cascade.template, sink=deps.store.add_call, budget=deps.budget_of(req.run_id),
-        first_attempt=(lambda seat: next_attempt(deps.store, req.run_id, "escalate", seat)) if req.resume else (lambda _s: 1),
-        on_send=deps.store.add_call_intent if deps.write_ahead else None)
-    clusters, label_vote, records = apply_escalation(
-        run_id=req.run_id, items=items, answers=answers, clusters=rec.clusters, label_vote=rec.label_vote,
-        reliability=plan_.reliability, policy=policy, strong_policy=panel.policy)
-    add_escalations(deps.store, records)
+    answers = _stored_strong_answers(load_escalations(deps.store, req.run_id)) if req.resume else []
+    done_models = {a.model for a in answers}
+    clusters, label_vote, records = rec.clusters, rec.label_vote, []
+    # One strong seat at a time, its answer stored before the next is asked: a process killed in between
+    # resumes without asking (and paying) that seat again.
+    def first_attempt(seat: str) -> int:
+        return next_attempt(deps.store, req.run_id, "escalate", seat) if req.resume else 1
+
+    for seat in [s for s in panel.seats if s.chain[0].name not in done_models] or [None]:
+        if seat is not None:
+            answers += await ask_strong_tier(
+                run_id=req.run_id, task=req.task, question=req.question, items=items,
+                panel=Panel(policy=panel.policy, seats=[seat], ranking=panel.ranking, excluded=panel.excluded),
+                template=deps.recipe.cascade.template, sink=deps.store.add_call, budget=deps.budget_of(req.run_id),
+                first_attempt=first_attempt,
+                on_send=deps.store.add_call_intent if deps.write_ahead else None)
+        clusters, label_vote, records = apply_escalation(
+            run_id=req.run_id, items=items, answers=answers, clusters=rec.clusters, label_vote=rec.label_vote,
+            reliability=plan_.reliability, policy=policy, strong_policy=panel.policy)
+        add_escalations(deps.store, records)
     answered = len(rec.answers) + sum(1 for a in answers if a.call_id and "label" in a.decisions)
     needs, why = adjudication_need(req.task, rec.answers, clusters, label_vote, answered >= policy.quorum)
     if label_vote is not None and answered < policy.quorum:
