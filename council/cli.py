@@ -29,6 +29,9 @@ DbOpt = Annotated[
     typer.Option("--db", help="Database URL or SQLite path (default: $COUNCIL_DB, else the user data dir).", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+RecipeOpt = Annotated[str | None, typer.Option("--recipe", "-r", help="Deliberation recipe: council, review, cascade "
+                                               "(council recipes), or a recipe .toml file; default: the config's.",
+                                               show_default=False)]
 SourceOpt = Annotated[
     list[Path] | None,
     typer.Option("--source", "-s", help="A source document (text file) given to every member; repeatable.", show_default=False),
@@ -121,10 +124,11 @@ def ask(
     db: DbOpt = None,
     image: Annotated[Path | None, typer.Option("--image", help="Attach an image (only vision models qualify).")] = None,
     source: SourceOpt = None,
+    recipe: RecipeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a council on QUESTION and print the verdict, the claims and every call with its cost."""
-    council = _council(config, db)
+    council = _council(config, db, recipe)
     with _progress(council):
         result = council.ask(question, image=image, sources=_sources(source))
     _print_result(result, as_json)
@@ -145,11 +149,11 @@ def _exit_without_verdict(result: Any) -> None:
     raise typer.Exit(1)
 
 
-def _council(config: Path | None, db: str | None) -> Any:
+def _council(config: Path | None, db: str | None, recipe: str | None = None) -> Any:
     """The Council of a run command; says on stderr when it is the local demonstration panel."""
     from council.pipeline.engine import Council
 
-    council = Council(config, db=db)
+    council = Council(config, db=db, recipe=recipe)
     if council.demo:
         from council.config.local import DEMO_NOTICE
 
@@ -224,8 +228,10 @@ def _sources(paths: list[Path] | None) -> list[Path]:
 
 
 from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
+from council.recipes_cli import print_stages, recipes, stage_payload  # noqa: E402  (typer only, as above)
 
 app.command("check")(_check_batch)
+app.command("recipes")(recipes)
 
 
 @app.command("check-one")
@@ -235,10 +241,11 @@ def check_one(
     config: ConfigOpt = None,
     db: DbOpt = None,
     source: SourceOpt = None,
+    recipe: RecipeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
-    council = _council(config, db)
+    council = _council(config, db, recipe)
     with _progress(council):
         result = council.check(claim, sources=_sources(source))
     _print_result(result, as_json)
@@ -469,6 +476,7 @@ def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         payload = result.model_dump(mode="json")
         payload["claims"] = [c.model_dump(mode="json") for c in result.claims]
+        payload["stages"] = stage_payload(result)
         typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console
@@ -505,6 +513,7 @@ def _print_result(result: Any, as_json: bool) -> None:
     print_table(con, [Col("member"), Col("try", "num"), Col("model"), Col("status"), Col("tokens in/out", "num"),
                       Col("cost USD", "num"), Col("cost source"), Col("latency s", "num"), Col("queued s", "num")],
                 calls, title="calls")
+    print_stages(con, result)
     con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls",
               markup=False, highlight=False)
 

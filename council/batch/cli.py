@@ -52,6 +52,8 @@ def check(
                                                 show_default=False)] = None,
     db: Annotated[str | None, typer.Option("--db", help="Database URL or SQLite path (default: $COUNCIL_DB, else the user "
                                            "data dir).", show_default=False)] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help="Deliberation recipe (council recipes lists them; "
+                                               "default: the config's, else council).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     helper_of: Annotated[int | None, typer.Option("--helper-of", hidden=True)] = None,
@@ -85,8 +87,8 @@ def check(
             report = run_sync(acheck_many(
                 claims, config=config, db=db, concurrency=concurrency, budget_usd=budget_usd, out=out,
                 batch_id=batch_id, retry_failed=retry_failed, max_claim_chars=max_claim_chars, processes=processes,
-                on_progress=bar.update, on_bad_row=None if helper_of else bad_row, _helper=helper_of is not None,
-                _rate_limit_share=rate_limit_share,
+                on_progress=bar.update, on_bad_row=None if helper_of else bad_row, recipe=recipe,
+                _helper=helper_of is not None, _rate_limit_share=rate_limit_share,
             ))
     except CouncilError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -30,7 +30,8 @@ class Helpers:
     """``async with Helpers(n, ...)``: n helper processes running while the block runs (n may be 0)."""
 
     def __init__(self, n: int, claims: Any, *, config: Any, db: str | None, batch_id: str, concurrency: int,
-                 max_claim_chars: int, budget_share: float | None, runner: Any, rate_limit_share: int = 1) -> None:
+                 max_claim_chars: int, budget_share: float | None, runner: Any, rate_limit_share: int = 1,
+                 recipe: str | None = None) -> None:
         self.n, self.runner = n, runner
         self.procs: list[asyncio.subprocess.Process] = []
         self.poller: asyncio.Task[None] | None = None
@@ -45,6 +46,8 @@ class Helpers:
             args += ["--db", db]
         if budget_share is not None:
             args += ["--budget-usd", repr(budget_share)]
+        if recipe is not None:
+            args += ["--recipe", recipe]
         self.args = args
 
     async def __aenter__(self) -> Helpers:

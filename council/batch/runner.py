@@ -386,6 +386,7 @@ async def acheck_many(
     processes: int = 1,
     on_progress: Callable[[BatchProgress], None] | None = None,
     on_bad_row: Callable[[BadRow], None] | None = None,
+    recipe: str | None = None,
     _helper: bool = False,
     _rate_limit_share: int | None = None,
 ) -> BatchReport:
@@ -398,7 +399,8 @@ async def acheck_many(
     one Python process spends most of its time on CPU, so this is how a batch uses several cores. Each
     process gets an equal share of what is left of the budget (their sum never exceeds it). It needs the
     claims and the config as files. ``on_progress`` is called after each claim (from the event loop: keep
-    it quick); ``on_bad_row`` once per skipped row, before any claim runs.
+    it quick); ``on_bad_row`` once per skipped row, before any claim runs. ``recipe``: the deliberation
+    recipe of every claim (default: the config's).
     """
     from council.store.queue import BatchStore, new_owner
     from council.calls.budget import Budget
@@ -423,7 +425,8 @@ async def acheck_many(
     # Without a limit the budget only measures what this invocation spends.
     budget = Budget(float("inf"))
     # Each process holds an equal share of the config's concurrent rate limits (a helper is told the count).
-    council = Council(config, db=db, budget=budget, rate_limit_share=_rate_limit_share or processes)
+    council = Council(config, db=db, budget=budget, recipe=recipe,
+                      rate_limit_share=_rate_limit_share or processes)
     council.preflight("check")  # a config that cannot serve the batch records nothing
     # The rate limiter checks its limits and reaches its storage now: a bad limit or an unreachable shared
     # storage stops the batch before anything is recorded or sent.
@@ -459,7 +462,7 @@ async def acheck_many(
 
         async with Helpers(processes - 1, claims, config=config, db=db, batch_id=bid, concurrency=runner.concurrency,
                            max_claim_chars=max_claim_chars, budget_share=share, runner=runner,
-                           rate_limit_share=processes):
+                           rate_limit_share=processes, recipe=recipe):
             await runner.run()
         if processes > 1 and not runner.budget_exhausted and bstore.counts(bid).get("pending"):
             await runner.run()  # claims a helper left (it ran out of its share of the budget, or died)

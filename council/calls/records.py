@@ -9,14 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import AutoString, Field, SQLModel
 
-__all__ = ["CallRecord", "CallRecordFields", "CallStatus", "CostSource", "CallNode"]
+__all__ = ["CallRecord", "CallRecordFields", "CallStatus", "CostSource", "CallNode", "STAGE_OF_NODE", "StageCost",
+           "stage_costs"]
 
 CallStatus = Literal["ok", "failed", "invalid", "skipped", "pending", "interrupted"]
 CostSource = Literal["provider", "catalog", "local", "unknown", "none"]
-CallNode = Literal["member", "adjudicate", "cluster"]
+CallNode = Literal["member", "review", "escalate", "adjudicate", "cluster"]
 
 
 class CallRecordFields(SQLModel):
@@ -87,3 +88,29 @@ class CallRecord(CallRecordFields):
     """One attempt at a model call and what it cost."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+STAGE_OF_NODE: dict[str, str] = {"member": "answer", "cluster": "reconcile", "review": "review",
+                                 "escalate": "escalate", "adjudicate": "adjudicate"}
+"""The recipe stage each graph node's calls belong to."""
+
+
+class StageCost(BaseModel):
+    """What one stage of a run called and spent."""
+
+    stage: str
+    calls: int
+    """Call records of the stage (skipped and failed attempts included)."""
+    cost_usd: float
+
+
+def stage_costs(calls: list[CallRecord]) -> list[StageCost]:
+    """Per-stage calls and cost, in stage order; they add up to the run's total."""
+    out: dict[str, StageCost] = {}
+    for c in calls:
+        st = STAGE_OF_NODE.get(c.node, c.node)
+        s = out.setdefault(st, StageCost(stage=st, calls=0, cost_usd=0.0))
+        s.calls += 1
+        s.cost_usd += c.cost_usd
+    order = list(dict.fromkeys(STAGE_OF_NODE.values()))
+    return sorted(out.values(), key=lambda s: order.index(s.stage) if s.stage in order else len(order))

@@ -142,6 +142,14 @@ def local_config_tables() -> dict[str, Any]:
                            "context_budget_tokens": 3000},
             "adjudication": {"allowed_models": ["smollm2-judge"], "timeout_s": 180.0, "answer_retries": 1,
                              "max_output_tokens": 160, "context_budget_tokens": 3500},
+            # The recipes' stage policies (council recipes), on the same models.
+            "research_cheap": {"allowed_models": members, "timeout_s": 120.0, "max_output_tokens": 64,
+                               "context_budget_tokens": 3000},
+            "fact_check_cheap": {"allowed_models": members, "timeout_s": 120.0, "max_output_tokens": 64,
+                                 "context_budget_tokens": 3000},
+            "peer_review": {"timeout_s": 180.0, "max_output_tokens": 160, "context_budget_tokens": 3500},
+            "escalation": {"allowed_models": ["smollm2-judge"], "timeout_s": 180.0, "max_output_tokens": 160,
+                           "context_budget_tokens": 3500},
         },
     }
 

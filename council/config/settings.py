@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .catalog import ModelEntry
 from council.errors import ConfigError
@@ -31,7 +31,8 @@ from .policy import TaskPolicy
 from .ratelimits import RateLimitConfig
 from .resources import data_dir
 
-__all__ = ["CouncilConfig", "Recipe", "load_config", "load_recipe", "shipped_policies", "CONFIG_ENV"]
+__all__ = ["CouncilConfig", "Recipe", "load_config", "load_recipe", "recipe_names", "shipped_policies", "CONFIG_ENV",
+           "STAGE_ORDER"]
 
 CONFIG_ENV = "COUNCIL_CONFIG"
 
@@ -58,15 +59,100 @@ class AdjudicationRecipe(BaseModel):
     """Show members to the adjudicator in an order shuffled per run."""
 
 
+Stage = Literal["answer", "review", "escalate", "adjudicate", "decide", "record"]
+STAGE_ORDER: tuple[str, ...] = ("answer", "review", "escalate", "adjudicate", "decide", "record")
+"""The stages a recipe may combine, in the order the graph runs them (``answer``, ``decide`` and
+``record`` are required). Revision rounds (``revise``) are not built yet: a recipe naming them is refused."""
+
+
+class ReviewRecipe(BaseModel):
+    """Peer review: each member reviews the other members' answers (never its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str = "peer_review"
+    """Policy the reviewers' calls follow (graphs/policies.toml)."""
+    template: str = "reviewer.j2"
+    """Prompt template (in prompts/) a reviewer gets."""
+    inaccurate_weight: float = Field(default=1.0, ge=0.0, le=1.0)
+    """How much a claim judged inaccurate by every reviewer moves toward chance in the vote (0: not at all,
+    1: to chance); a share of reviewers moves it proportionally, each reviewer weighted by its reliability."""
+
+
+class CascadeRecipe(BaseModel):
+    """Escalation: what the cheap panel leaves contested goes, item by item, to a stronger tier."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str = "escalation"
+    """Policy of the strong tier (graphs/policies.toml): its ``panel_size`` is how many strong models are asked."""
+    template: str = "escalation.j2"
+    """Prompt template (in prompts/) the strong tier gets."""
+
+
 class Recipe(BaseModel):
-    """A deliberation recipe (graphs/council.toml) compiled into the LangGraph graph."""
+    """A deliberation recipe (graphs/NAME.toml): the stages compiled into the LangGraph graph and the
+    policy and prompt of each."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
+    stages: list[Stage] = Field(default_factory=lambda: ["answer", "adjudicate", "decide", "record"])
+    """The stages, in graph order (see ``STAGE_ORDER``)."""
     tasks: dict[str, TaskRecipe]
     """Task kind (``ask``, ``check``) -> what its members do."""
     adjudication: AdjudicationRecipe
+    review: ReviewRecipe | None = None
+    """Set when ``review`` is a stage."""
+    cascade: CascadeRecipe | None = None
+    """Set when ``escalate`` is a stage."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_stages(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            for st in raw.get("stages", []) or []:
+                if st == "revise":
+                    raise ValueError("stage 'revise' (revision rounds) is not available in this version")
+                if st not in STAGE_ORDER:
+                    raise ValueError(f"unknown stage {st!r}: stages are {', '.join(STAGE_ORDER)}")
+        return raw
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> Recipe:
+        order = [STAGE_ORDER.index(s) for s in self.stages]
+        if order != sorted(order) or len(set(order)) != len(order):
+            raise ValueError(f"stages must appear once each, in the order {', '.join(STAGE_ORDER)}")
+        for required in ("answer", "decide", "record"):
+            if required not in self.stages:
+                raise ValueError(f"stage {required!r} is required")
+        if "review" in self.stages and self.review is None:
+            self.review = ReviewRecipe()
+        if "escalate" in self.stages and self.cascade is None:
+            self.cascade = CascadeRecipe()
+        return self
+
+    def stage_policies(self, task: str | None = None) -> dict[str, list[str]]:
+        """Stage -> the policies its calls follow (``answer``: one per task, or ``task``'s alone)."""
+        out: dict[str, list[str]] = {}
+        for st in self.stages:
+            if st == "answer":
+                out[st] = [t.member_policy for k, t in self.tasks.items() if task in (None, k)]
+            elif st == "review" and self.review is not None:
+                out[st] = [self.review.policy]
+            elif st == "escalate" and self.cascade is not None:
+                out[st] = [self.cascade.policy]
+            elif st == "adjudicate":
+                out[st] = [self.adjudication.policy]
+            else:
+                out[st] = []
+        return out
+
+    def check_policies(self, policies: dict[str, Any]) -> None:
+        """Raise ConfigError naming the first stage whose policy is not defined."""
+        for st, names in self.stage_policies().items():
+            for n in names:
+                if n not in policies:
+                    raise ConfigError(f"recipe {self.name!r}: stage {st!r} names policy {n!r}, which is neither "
+                                      f"in graphs/policies.toml nor in the config's [policies]")
 
 
 class CouncilConfig(BaseModel):
@@ -86,6 +172,9 @@ class CouncilConfig(BaseModel):
     or the name of an embedding model in [models] (called through litellm, with call records)."""
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     """Provider rate limits per model or provider, and the storage they are counted in (none by default)."""
+    recipe: str = "council"
+    """The deliberation recipe runs use unless one is given (``--recipe``, ``recipe=``): a shipped recipe's
+    name (``council recipes`` lists them) or the path of a recipe .toml file."""
     source: str | None = None
     """Path of the file this config was read from."""
 
@@ -114,9 +203,22 @@ def shipped_policies() -> dict[str, dict[str, Any]]:
     return dict(raw.get("policies", {}))
 
 
+def recipe_names() -> list[str]:
+    """The shipped recipes: every graphs/*.toml but the policy file."""
+    return sorted(p.stem for p in data_dir("graphs").glob("*.toml") if p.stem != "policies")
+
+
 def load_recipe(name: str = "council") -> Recipe:
-    """Load a deliberation recipe from graphs/NAME.toml."""
-    path = data_dir("graphs") / f"{name}.toml"
+    """Load a deliberation recipe: a shipped one by name (graphs/NAME.toml) or a user's by path (``.toml``)."""
+    if name.endswith(".toml") or "/" in name or os.sep in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"recipe file {path} not found")
+    else:
+        path = data_dir("graphs") / f"{name}.toml"
+        if name == "policies" or not path.is_file():
+            raise ConfigError(f"unknown recipe {name!r}: the recipes are {', '.join(recipe_names())} "
+                              "(or give the path of a recipe .toml file)")
     raw = _read_toml(path, "recipe")
     try:
         return Recipe.model_validate(raw.get("recipe", {}))
@@ -128,7 +230,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
     """Build a config from the parsed TOML tables (also the entry for configs made in Python)."""
     where = f"config {source}" if source else "config"
     raw = dict(raw)
-    unknown = set(raw) - {"models", "policies", "database", "budget_usd", "embedding", "rate_limits"}
+    unknown = set(raw) - {"models", "policies", "database", "budget_usd", "embedding", "rate_limits", "recipe"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     models_raw = raw.get("models", {})
@@ -170,6 +272,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> CouncilC
             database=raw.get("database"),
             budget_usd=raw.get("budget_usd"),
             embedding=raw.get("embedding", "auto"),
+            recipe=raw.get("recipe", "council"),
             source=source,
         )
     except ValidationError as exc:

@@ -63,8 +63,11 @@ async def adjudicate_contested(
     first_attempt: int = 1,
     on_send: Callable[[CallRecord], None] | None = None,
     limiter: RateLimiter | None = None,
+    review_notes: dict[str, str] | None = None,
 ) -> Adjudication:
-    """Ask the adjudicator panel to rule on the contested clusters (and label); see the module docstring."""
+    """Ask the adjudicator panel to rule on the contested clusters (and label); see the module docstring.
+
+    ``review_notes`` (claim id -> a summary of peer reviewers' judgements) is shown beside each claim."""
     order = list(rec_answers)
     if shuffle:
         random.Random(request_id).shuffle(order)
@@ -86,6 +89,8 @@ async def adjudicate_contested(
             if c.citations:
                 verified = sum(1 for x in c.citations if x.verified)
                 evidence = f"{verified} of {len(c.citations)} citations verified"
+            if review_notes and c.claim_id in review_notes:
+                evidence = "; ".join(x for x in (evidence, review_notes[c.claim_id]) if x)
             view_claims.append({"label": lab, "text": _fence_safe(c.text), "confidence": c.confidence, "evidence": evidence})
         members_view.append({
             "label": f"Member {i}", "answer": _fence_safe(a.answer), "label_given": a.label or "",

@@ -50,7 +50,7 @@ class ClaimCluster(BaseModel):
     con_weight: float = 0.0
     """Summed log-odds weight of the members stating a contradicting cluster."""
     status: ClusterStatus = "uncorroborated"
-    settled_by: Literal["vote", "adjudicator", "none"] = "none"
+    settled_by: Literal["vote", "escalation", "adjudicator", "none"] = "none"
     rationale: str = ""
     """The adjudicator's reason, for clusters it ruled on."""
 

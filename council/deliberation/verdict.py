@@ -98,6 +98,12 @@ class Verdict(BaseModel):
     """Cluster ids the weighted vote settled (accepted, rejected, or left uncorroborated)."""
     settled_by_adjudicator: list[str] = Field(default_factory=list)
     """Cluster ids the adjudicator ruled on."""
+    settled_by_escalation: list[str] = Field(default_factory=list)
+    """Cluster ids (and ``label`` for a fact check's label) the strong tier of a cascade settled."""
+    escalated: list[str] = Field(default_factory=list)
+    """Everything the cascade put to the strong tier (cluster ids, ``label``), settled or not."""
+    borda: dict[str, float] = Field(default_factory=dict)
+    """Member label -> normalized Borda score of the peer reviewers' rankings (recipes with a review stage)."""
     unresolved: list[str] = Field(default_factory=list)
     """Contested cluster ids nobody could settle (adjudicator failed or ruled unresolved)."""
     vote_posterior: float | None = None

@@ -79,8 +79,13 @@ def settle_clusters(
     reliability: dict[str, float],
     policy: TaskPolicy,
     sources_given: bool,
+    claim_factors: dict[str, float] | None = None,
 ) -> None:
-    """Score every cluster and settle what the vote can (in place); see the module docstring."""
+    """Score every cluster and settle what the vote can (in place); see the module docstring.
+
+    ``claim_factors`` (claim id -> factor in [0, 1]) shrinks a claim's effective accuracy toward chance:
+    ``0.5 + (p - 0.5) * factor`` (peer reviewers' judgements; a missing claim keeps factor 1)."""
+    factors = claim_factors or {}
     # A member's weight on a cluster: its strongest claim in it.
     member_w: dict[str, dict[str, float]] = {}
     for k in clusters:
@@ -89,6 +94,8 @@ def settle_clusters(
             cl = claims[cid]
             p = effective_accuracy(reliability.get(cl.model, policy.reliability_prior), cl.confidence,
                                    _claim_evidence_ok(cl, sources_given))
+            if cid in factors:
+                p = 0.5 + (p - 0.5) * min(max(factors[cid], 0.0), 1.0)
             ws[cl.member_label] = max(ws.get(cl.member_label, -math.inf), weight(p))
         member_w[k.cluster_id] = ws
     for k in clusters:
@@ -123,9 +130,14 @@ def answer_confidence(answer: MemberAnswer) -> float | None:
 
 
 def vote_label(
-    answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy, sources_given: bool
+    answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy, sources_given: bool,
+    claim_factors: dict[str, float] | None = None,
 ) -> LabelVote:
-    """Weighted vote over SUPPORTED/REFUTED labels; NOT_ENOUGH_INFO and missing labels abstain."""
+    """Weighted vote over SUPPORTED/REFUTED labels; NOT_ENOUGH_INFO and missing labels abstain.
+
+    ``claim_factors`` (peer reviews): a member's label counts with the mean factor of its judged claims,
+    as in ``settle_clusters`` (a member whose reasons reviewers judged inaccurate counts less)."""
+    factors = claim_factors or {}
     votes: dict[str, FactLabel] = {a.member_label: a.label for a in answers if a.label is not None}
     log_odds = 0.0
     voters = 0
@@ -134,6 +146,9 @@ def vote_label(
             continue
         evidence_ok = not sources_given or any(c.verified for cl in a.claims for c in cl.citations)
         p = effective_accuracy(reliability.get(a.model, policy.reliability_prior), answer_confidence(a), evidence_ok)
+        judged = [factors[c.claim_id] for c in a.claims if c.claim_id in factors]
+        if judged:
+            p = 0.5 + (p - 0.5) * min(max(sum(judged) / len(judged), 0.0), 1.0)
         log_odds += weight(p) if a.label == "SUPPORTED" else -weight(p)
         voters += 1
     if voters == 0:

@@ -22,7 +22,9 @@ from council.deliberation.clusters import ClaimCluster
 from council.deliberation.sources import Passage
 from council.config.settings import CONFIG_ENV, CouncilConfig, config_from_dict, load_config, load_recipe
 from council.errors import ConfigError, CouncilError, InputError
-from council.calls.records import CallRecord
+from council.calls.records import CallRecord, StageCost, stage_costs
+from council.deliberation.cascade import Escalation
+from council.deliberation.review import Review
 from council.store.db import Store, StoredRun, resolve_db_url
 from council.deliberation.verdict import Verdict
 
@@ -85,7 +87,18 @@ class RunResult(BaseModel):
     failures: list[MemberFailure]
     calls: list[CallRecord]
     total_cost_usd: float
+    recipe: str = "council"
+    """The recipe the run followed (``council recipes`` lists them)."""
+    reviews: list[Review] = []
+    """Peer reviews (recipes with a ``review`` stage): who reviewed whom, judgements and rankings."""
+    escalations: list[Escalation] = []
+    """What the cascade put to the strong tier, why, and what came of it (recipes with ``escalate``)."""
     _store: Store | None = PrivateAttr(default=None)
+
+    @property
+    def stage_costs(self) -> list[StageCost]:
+        """Calls and spend of each stage (answer, review, escalate, adjudicate...), from the call records."""
+        return stage_costs(self.calls)
 
     @property
     def claims(self) -> list[Claim]:
@@ -118,7 +131,7 @@ class RunResult(BaseModel):
             run_id=run.run_id, task=run.task, question=run.question, created_at=run.created_at, status=run.status,
             member_policy=run.member_policy.ref, adjudication_policy=run.adjudication_policy.ref, panel=run.panel,
             verdict=run.verdict, clusters=run.clusters, passages=run.passages, answers=run.answers, failures=run.failures, calls=run.calls,
-            total_cost_usd=run.total_cost_usd,
+            total_cost_usd=run.total_cost_usd, recipe=run.recipe, reviews=run.reviews, escalations=run.escalations,
         )
         result._store = store
         return result
@@ -158,7 +171,7 @@ class Council:
         config: CouncilConfig | str | os.PathLike[str] | dict[str, Any] | None = None,
         *,
         db: str | os.PathLike[str] | None = None,
-        recipe: str = "council",
+        recipe: str | None = None,
         budget: Any = None,
         rate_limit_share: int = 1,
     ) -> None:
@@ -178,11 +191,13 @@ class Council:
             self.demo = True
         else:
             self.config = load_config(config)
-        self.recipe = load_recipe(recipe)
+        self.recipe = load_recipe(recipe or self.config.recipe)
+        """The deliberation recipe: ``recipe``, else the config's ``recipe``, else ``council``."""
         self._db = resolve_db_url(db, config=self.config)
         self._store: Store | None = None
         self._catalog: list[ModelEntry] | None = None
         self._graph: Any = None
+        self._deps: Any = None
 
     @property
     def store(self) -> Store:
@@ -244,11 +259,10 @@ class Council:
                 from council.config.local import runtime
 
                 catalog = self._catalog = runtime().ensure(catalog)
-            self._graph = build_graph(
-                GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
-                          budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
-                          embedding=choose_embedding(self.config.embedding, catalog), limiter=self.limiter)
-            )
+            self._deps = GraphDeps(config=self.config, catalog=catalog, recipe=self.recipe, store=self.store,
+                                   budget_usd=self.config.budget_usd, shared_budget=self._shared_budget,
+                                   embedding=choose_embedding(self.config.embedding, catalog), limiter=self.limiter)
+            self._graph = build_graph(self._deps)
         return self._graph
 
     async def arun(
@@ -301,8 +315,9 @@ class Council:
         raises."""
         await self.prepare()
         try:
-            state = await self._graph.ainvoke({"request": request, "outcomes": []})
+            state = await self._graph.ainvoke({"request": request, "outcomes": []}, context=self._deps)
         except BaseException:
+            self._deps.budgets.pop(request.run_id, None)  # the run's own budget: ``record`` never ran
             self._mark_failed(request.run_id)
             raise
         return RunOutcome.from_state(state)
@@ -341,11 +356,12 @@ class Council:
 
 
 def ask(question: str, *, config: Any = None, db: str | os.PathLike[str] | None = None, image: str | None = None,
-        sources: Sources = None) -> RunResult:
-    """One-shot: build a Council from ``config`` and ask it ``question`` (sync)."""
-    return Council(config, db=db).ask(question, image=image, sources=sources)
+        sources: Sources = None, recipe: str | None = None) -> RunResult:
+    """One-shot: build a Council from ``config`` and ask it ``question`` (sync) following ``recipe``."""
+    return Council(config, db=db, recipe=recipe).ask(question, image=image, sources=sources)
 
 
-def check(claim: str, *, config: Any = None, db: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
-    """One-shot: build a Council from ``config`` and fact-check ``claim`` (sync)."""
-    return Council(config, db=db).check(claim, sources=sources)
+def check(claim: str, *, config: Any = None, db: str | os.PathLike[str] | None = None, sources: Sources = None,
+          recipe: str | None = None) -> RunResult:
+    """One-shot: build a Council from ``config`` and fact-check ``claim`` (sync) following ``recipe``."""
+    return Council(config, db=db, recipe=recipe).check(claim, sources=sources)

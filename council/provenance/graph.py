@@ -125,6 +125,7 @@ def build_graph(run: StoredRun) -> Any:
             edge(f"claim:{claim_id}", kid, "member_of")
         for other in k.contradicts:
             edge(kid, f"cluster:{other}", "contradicts")
+    _deliberation_nodes(g, run, edge)
     for f in run.failures:
         fid = f"failure:{f.run_id}:{f.member_label}"
         g.add_node(fid, **_attrs("Failure", f"{f.member_label} failed: {f.error_kind}", f.model_dump(mode="json")))
@@ -147,6 +148,39 @@ def build_graph(run: StoredRun) -> Any:
             g.add_edge(vid, f"cluster:{k.cluster_id}", key="settled", relation="settled", status=k.status,
                        settled_by=k.settled_by)
     return g
+
+
+def _deliberation_nodes(g: Any, run: StoredRun, edge: Any) -> None:
+    """Review, Judgement and Escalation nodes of the recipe's review and escalate stages."""
+    answer_of = {a.member_label: f"answer:{a.answer_id}" for a in run.answers}
+    for r in run.reviews:
+        rid = f"review:{r.review_id}"
+        g.add_node(rid, **_attrs("Review", f"review by {r.reviewer_label} ({r.status})", {
+            "review_id": r.review_id, "reviewer_label": r.reviewer_label, "reviewer_model": r.reviewer_model,
+            "status": r.status, "shown": r.shown, "ranking": r.ranking, "error_kind": r.error_kind}))
+        if r.call_id:
+            edge(rid, f"call:{r.call_id}", "generated_by")
+        if r.reviewer_label in answer_of:
+            edge(rid, answer_of[r.reviewer_label], "reviewer_stated")
+        for rank, m in enumerate(r.ranking, start=1):
+            if m in answer_of:
+                g.add_edge(rid, answer_of[m], key="reviews", relation="reviews", rank=rank)
+        for m in r.shown:
+            if m in answer_of and not g.has_edge(rid, answer_of[m], key="reviews"):
+                g.add_edge(rid, answer_of[m], key="reviews", relation="reviews", rank=0)
+        for j in r.judgements:
+            jid = f"judgement:{r.review_id}:{j.claim_id}"
+            g.add_node(jid, **_attrs("Judgement", f"{j.verdict}", {"verdict": j.verdict, "reason": j.reason,
+                                                                   "quote": j.quote, "reviewer_label": r.reviewer_label}))
+            edge(jid, rid, "part_of")
+            g.add_edge(jid, f"claim:{j.claim_id}", key="judges", relation="judges", verdict=j.verdict)
+    for e in run.escalations:
+        eid = f"escalation:{e.escalation_id}"
+        g.add_node(eid, **_attrs("Escalation", f"{e.item} {e.cluster_label or 'label'} {e.status}", e.model_dump(mode="json")))
+        target = f"cluster:{e.target}" if e.target != "label" else f"run:{run.run_id}"
+        edge(eid, target, "escalates")
+        for cid in e.call_ids:
+            edge(eid, f"call:{cid}", "decided_by")
 
 
 def to_prov(run: StoredRun) -> Any:
@@ -203,6 +237,7 @@ def to_prov(run: StoredRun) -> Any:
                                                                        "settled_by": k.settled_by, "support": k.support}))
         for claim_id in k.claim_ids:
             doc.hadMember(ent, q("claim", claim_id))
+    _prov_deliberation(doc, run, q, attrs)
     v = run.verdict
     if v is not None:
         ent = doc.entity(q("verdict", v.verdict_id), attrs("Verdict", {"answer": v.answer, "label": v.label,
@@ -215,6 +250,27 @@ def to_prov(run: StoredRun) -> Any:
         for claim_id in v.support:
             doc.wasDerivedFrom(ent, q("claim", claim_id))
     return doc
+
+
+def _prov_deliberation(doc: Any, run: StoredRun, q: Any, attrs: Any) -> None:
+    """Reviews, their judgements and escalations as PROV entities."""
+    for r in run.reviews:
+        rev = doc.entity(q("review", r.review_id), attrs("Review", {"reviewer_label": r.reviewer_label,
+                                                                   "status": r.status, "ranking": ",".join(r.ranking)}))
+        if r.call_id:
+            doc.wasGeneratedBy(rev, q("call", r.call_id))
+        for j in r.judgements:
+            jud = doc.entity(q("judgement", f"{r.review_id}-{j.claim_id}"), attrs("Judgement", {"verdict": j.verdict,
+                                                                                               "reason": j.reason}))
+            doc.hadMember(rev, jud)
+            doc.wasDerivedFrom(jud, q("claim", j.claim_id))
+    for e in run.escalations:
+        esc = doc.entity(q("escalation", e.escalation_id), attrs("Escalation", {
+            "target": e.target, "reason": e.reason, "tier": e.tier, "status": e.status, "outcome": e.outcome}))
+        if e.target != "label":
+            doc.wasDerivedFrom(esc, q("cluster", e.target))
+        for cid in e.call_ids:
+            doc.wasGeneratedBy(esc, q("call", cid))
 
 
 def _graphml_safe(graph: Any) -> Any:

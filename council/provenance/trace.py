@@ -8,6 +8,8 @@
     claim -cites-> passage -part_of-> source
     claim -member_of-> cluster
     verdict -supported_by | contradicted_by-> claim
+    judgement -judges-> claim            (peer review: judgement -part_of-> review -reviews-> answer)
+    escalation -escalates-> cluster      (cascade)
 
 and returns a typed :class:`ClaimTrace`: the nodes found, the billing record of the call as a
 :class:`~council.records.CallRecord`, the cited passages with their quotes and verification, and the edges
@@ -88,6 +90,10 @@ class ClaimTrace(BaseModel):
     """Verdict node, when the verdict supports or contradicts the claim."""
     verdict_relation: str | None = None
     """``supported_by`` or ``contradicted_by`` (the verdict's edge to the claim), else None."""
+    judgements: dict[str, str] = Field(default_factory=dict)
+    """Peer reviewers' judgements of the claim: reviewer label -> accurate / inaccurate / unverifiable."""
+    escalation: str | None = None
+    """Escalation node, when the claim's cluster was put to a cascade's strong tier."""
     edges: list[TraceEdge] = Field(default_factory=list)
     """Every edge walked, claim first."""
 
@@ -122,6 +128,10 @@ class ClaimTrace(BaseModel):
             lines.append(f"  cites        {p.passage_id}{where}: {p.quote!r} ({mark})")
         if self.cluster:
             lines.append(f"  member_of    {self.cluster} ({self.cluster_status})")
+        for reviewer, verdict in self.judgements.items():
+            lines.append(f"  judged       {verdict} by reviewer {reviewer}")
+        if self.escalation:
+            lines.append(f"  escalated    {self.escalation}")
         if self.verdict:
             lines.append(f"  verdict      {self.verdict} --{self.verdict_relation}--> this claim")
         return "\n".join(lines)
@@ -207,6 +217,17 @@ def trace_claim(graph: Any, claim_id: str) -> ClaimTrace:
             verdict, relation = u, rel
             edges.append(TraceEdge(source=u, target=claim, relation=rel))
             break
+    judgements: dict[str, str] = {}
+    for u, _, rel in g.in_edges(claim, data="relation"):
+        if rel == "judges":
+            judgements[str(g.nodes[u].get("reviewer_label", u))] = str(g.nodes[u].get("verdict"))
+            edges.append(TraceEdge(source=u, target=claim, relation="judges"))
+    escalation = None
+    if clusters:
+        for u, _, rel in g.in_edges(clusters[0], data="relation"):
+            if rel == "escalates":
+                escalation = u
+                edges.append(TraceEdge(source=u, target=clusters[0], relation="escalates"))
     node = g.nodes[claim]
     call_attrs = g.nodes[call]
     record = CallRecord.model_validate({k: v for k, v in call_attrs.items() if k in CallRecord.model_fields})
@@ -216,5 +237,6 @@ def trace_claim(graph: Any, claim_id: str) -> ClaimTrace:
         answer=answer, call=call, call_record=record, model=model, policy=policy, run=runs[0] if runs else None,
         passages=passages, cluster=clusters[0] if clusters else None,
         cluster_status=str(g.nodes[clusters[0]].get("status")) if clusters else None,
-        verdict=verdict, verdict_relation=relation, edges=edges,
+        verdict=verdict, verdict_relation=relation, judgements=dict(sorted(judgements.items())),
+        escalation=escalation, edges=edges,
     )

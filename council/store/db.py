@@ -33,6 +33,7 @@ from council.config.policy import TaskPolicy
 from council.calls.records import CallRecord
 from .mapping import answer_from_row, answer_values, call_from_row, claim_from_row, claim_values, failure_from_row, failure_values
 from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, store_errors, upsert as _upsert
+from .deliberation import load_escalations, load_reviews
 from .tables import (
     MIGRATIONS,
     AnswerRow,
@@ -49,6 +50,8 @@ from .tables import (
     SourceRow,
     VerdictRow,
 )
+from council.deliberation.cascade import Escalation
+from council.deliberation.review import Review
 from council.deliberation.verdict import Verdict
 from council.deliberation.vote import Reliability
 
@@ -158,6 +161,10 @@ class StoredRun(BaseModel):
     passages: list[Passage] = []
     feedback_label: str | None = None
     """A human's ground-truth label, if one was given with ``council feedback``."""
+    reviews: list[Review] = []
+    """Peer reviews of a recipe with a ``review`` stage."""
+    escalations: list[Escalation] = []
+    """Escalations of a recipe with an ``escalate`` stage."""
 
 
 class Store:
@@ -599,4 +606,5 @@ class Store:
             passages=sorted((Passage(passage_id=p.passage_id, source_id=p.source_id, position=p.position, key=p.key,
                                      text=p.text) for p in passages), key=lambda p: int(p.passage_id[1:])),
             feedback_label=feedback.label if feedback else None,
+            reviews=load_reviews(self, run_id), escalations=load_escalations(self, run_id),
         )

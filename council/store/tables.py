@@ -17,7 +17,7 @@ from council.calls.answers import AnswerFields, ClaimFields, FailureFields
 from council.calls.records import CallRecordFields
 
 __all__ = [
-    "AnswerRow", "CallRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
+    "AnswerRow", "CallRow", "EscalationRow", "JudgementRow", "ReviewRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
     "PassageRow", "PolicyRow", "RunModelRow", "RunRow", "SourceRow", "VerdictRow",
 ]
 
@@ -174,6 +174,50 @@ class BatchItemRow(SQLModel, table=True):
     updated_at: datetime
 
 
+class ReviewRow(SQLModel, table=True):
+    """One peer review (recipe stage ``review``): a member's review of the other members' answers."""
+
+    __tablename__ = "reviews"
+    review_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    reviewer_label: str
+    reviewer_model: str
+    call_id: str | None = None
+    status: str
+    """``ok`` or ``failed`` (then ``error_kind`` and ``reason`` say why the review is missing)."""
+    error_kind: str | None = None
+    reason: str | None = None
+    shown_json: str = "[]"
+    """Member labels of the answers shown, in the reviewer's shuffled order."""
+    ranking_json: str = "[]"
+    """Member labels, best first."""
+
+
+class JudgementRow(SQLModel, table=True):
+    """A reviewer's judgement of one claim."""
+
+    __tablename__ = "review_judgements"
+    review_id: str = Field(primary_key=True)
+    claim_id: str = Field(primary_key=True, index=True)
+    run_id: str = Field(index=True)
+    reviewer_model: str
+    verdict: str
+    """``accurate``, ``inaccurate`` or ``unverifiable``."""
+    reason: str = ""
+    quote: str = ""
+
+
+class EscalationRow(SQLModel, table=True):
+    """An item (a contested cluster, or a fact check's unsettled label) put to the strong tier."""
+
+    __tablename__ = "escalations"
+    escalation_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    target: str
+    """The cluster id, or ``label``."""
+    body_json: str
+
+
 class MigrationRow(SQLModel, table=True):
     __tablename__ = "council_migrations"
     name: str = Field(primary_key=True)
@@ -206,6 +250,10 @@ def _m0003_batches(conn: Any) -> None:
     _create(conn, BatchRow, BatchItemRow)
 
 
+def _m0004_deliberation(conn: Any) -> None:
+    _create(conn, ReviewRow, JudgementRow, EscalationRow)
+
+
 def _m0006_call_queued_time(conn: Any) -> None:
     _add_column(conn, "calls", "queued_s", "FLOAT NOT NULL DEFAULT 0")
 
@@ -215,5 +263,6 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_claim_reconciliation", _m0002_claim_reconciliation),
     ("0003_batches", _m0003_batches),
+    ("0004_deliberation", _m0004_deliberation),
     ("0006_call_queued_time", _m0006_call_queued_time),
 ]
