@@ -12,58 +12,8 @@ from typing import Any
 import pytest
 
 from conftest import GREAT_WALL, answer, panel_config, panel_script, ruling
+from support import M_C_CLAIM, cascade_config, review_script
 from council import Council
-
-M_C_CLAIM = "The Great Wall is visible to the naked eye from low Earth orbit."
-A_ANSWER, B_ANSWER, C_ANSWER = "No, it is not visible.", "No.", "Yes."
-
-
-def _resp(i: int, answer_text: str) -> str:
-    return f'<response label="Response {i}">\nAnswer: {answer_text}'
-
-
-def review_content(judgements: list[tuple[str, str]], ranking: list[str]) -> dict[str, Any]:
-    return {"judgements": [{"claim": c, "verdict": v, "reason": "scripted"} for c, v in judgements],
-            "ranking": ranking}
-
-
-def reviewer_answers(member: str) -> list[dict[str, Any]]:
-    """Scripted reviews of member ``member``'s model, chosen by where the others' answers landed in its
-    shuffled prompt. A and B judge m-c's claim inaccurate and rank it last; C judges nothing it can verify."""
-    if member == "A":  # sees B (1 claim) and C (1 claim)
-        return [
-            {"match": _resp(1, C_ANSWER), "content": review_content([("C1", "inaccurate"), ("C2", "accurate")],
-                                                                    ["Response 2", "Response 1"])},
-            {"match": _resp(2, C_ANSWER), "content": review_content([("C1", "accurate"), ("C2", "inaccurate")],
-                                                                    ["Response 1", "Response 2"])},
-        ]
-    if member == "B":  # sees A (2 claims) and C (1 claim)
-        return [
-            {"match": _resp(1, C_ANSWER), "content": review_content(
-                [("C1", "inaccurate"), ("C2", "accurate"), ("C3", "accurate")], ["Response 2", "Response 1"])},
-            {"match": _resp(2, C_ANSWER), "content": review_content(
-                [("C1", "accurate"), ("C2", "accurate"), ("C3", "inaccurate")], ["Response 1", "Response 2"])},
-        ]
-    # C sees A and B: ranks A first, can verify nothing
-    return [
-        {"match": _resp(1, A_ANSWER), "content": review_content(
-            [("C1", "unverifiable"), ("C2", "unverifiable"), ("C3", "unverifiable")], ["Response 1", "Response 2"])},
-        {"match": _resp(2, A_ANSWER), "content": review_content(
-            [("C1", "unverifiable"), ("C2", "unverifiable"), ("C3", "unverifiable")], ["Response 2", "Response 1"])},
-    ]
-
-
-def review_script(**overrides: dict[str, Any]) -> dict[str, Any]:
-    script = panel_script()
-    for name, member in (("m-a", "A"), ("m-b", "B"), ("m-c", "C")):
-        m = script["models"][name]
-        m["answers"] = reviewer_answers(member) + m["answers"]
-    script["models"].update(overrides)
-    for m in script["models"].values():
-        m.setdefault("prompt_tokens", 1000)
-        m.setdefault("completion_tokens", 200)
-    return script
-
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
@@ -180,21 +130,6 @@ def test_failed_reviewer_degrades_the_run_and_says_which_review_is_missing(scrip
 
 NOT_VISIBLE = "The Great Wall is not visible to the naked eye from low Earth orbit."
 WIDTH = "The wall is only about 6 m wide."
-
-
-def cascade_config(base_url: str, **policies: dict[str, Any]) -> dict[str, Any]:
-    """Cheap members m-a, m-b; strong models strong-x, strong-y (priced high); the judge."""
-    cfg = panel_config(base_url)
-    cfg["models"]["strong-x"] = {"model": "openai/strong-x", "api_base": base_url, "quality": 95, "provider": "prov-x",
-                                 "input_usd_per_mtok": 5.0, "output_usd_per_mtok": 10.0}
-    cfg["policies"].update({
-        "research_cheap": {"allowed_models": ["m-a", "m-b"], "timeout_s": 5.0},
-        "fact_check_cheap": {"allowed_models": ["m-a", "m-b"], "timeout_s": 5.0},
-        "escalation": {"allowed_models": ["strong-x"], "timeout_s": 5.0},
-    })
-    for name, table in policies.items():
-        cfg["policies"].setdefault(name, {}).update(table)
-    return cfg
 
 
 def strong_ruling(decisions: dict[str, str], label: str | None = None) -> dict[str, Any]:

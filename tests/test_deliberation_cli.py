@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from conftest import GREAT_WALL, to_toml
-from test_batch import DISPUTED, batch_config, claims, members_script, write_jsonl
-from test_batch_cli import _finish, _rows, _start
-from test_deliberation import cascade_config, review_script
+from support import (DISPUTED, batch_config, cascade_config, claims, cli_env, db_rows, finish, members_script,
+                     review_script, start, write_jsonl)
 
 REVIEW_ALL_ACCURATE = {"match": "Review these responses", "content": {
     "judgements": [{"claim": "C1", "verdict": "accurate", "reason": "ok"}, {"claim": "C2", "verdict": "accurate"}],
@@ -25,7 +24,7 @@ REVIEW_ALL_ACCURATE = {"match": "Review these responses", "content": {
 
 
 def test_recipes_lists_stages_and_policies(tmp_path: Path) -> None:
-    code, out, err = _finish(_start(["recipes", "--json"], tmp_path))
+    code, out, err = finish(_start(["recipes", "--json"], tmp_path)).result()
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     assert sorted(rows) == ["cascade", "council", "review"]  # revise is not built: not listed
@@ -42,8 +41,8 @@ def test_ask_with_review_recipe_prints_stages_and_json(scripted, tmp_path: Path)
     cfg = tmp_path / "c.toml"
     cfg.write_text(to_toml(panel_cfg(srv.base_url)), encoding="utf-8")
     db = tmp_path / "r.db"
-    code, out, err = _finish(_start(["ask", GREAT_WALL, "-c", str(cfg), "--db", str(db), "--recipe", "review",
-                                     "--json"], tmp_path))
+    code, out, err = finish(_start(["ask", GREAT_WALL, "-c", str(cfg), "--db", str(db), "--recipe", "review",
+                                     "--json"], tmp_path)).result()
     assert code == 0, err
     payload = json.loads(out)
     assert payload["recipe"] == "review" and len(payload["reviews"]) == 3
@@ -51,9 +50,9 @@ def test_ask_with_review_recipe_prints_stages_and_json(scripted, tmp_path: Path)
     stages = {s["stage"]: s for s in payload["stages"]}
     assert stages["answer"]["calls"] == 3 and stages["review"]["calls"] == 3 and "adjudicate" not in stages
     assert sum(s["cost_usd"] for s in stages.values()) == pytest.approx(payload["total_cost_usd"])
-    assert _rows(db, "SELECT COUNT(*) FROM reviews WHERE status = 'ok'") == [(3,)]
-    assert _rows(db, "SELECT COUNT(*) FROM review_judgements") == [(8,)]  # A judges 2 claims, B and C 3 each
-    code, out, err = _finish(_start(["show", payload["run_id"][:10], "--db", str(db)], tmp_path))
+    assert db_rows(db, "SELECT COUNT(*) FROM reviews WHERE status = 'ok'") == [(3,)]
+    assert db_rows(db, "SELECT COUNT(*) FROM review_judgements") == [(8,)]  # A judges 2 claims, B and C 3 each
+    code, out, err = finish(_start(["show", payload["run_id"][:10], "--db", str(db)], tmp_path)).result()
     assert code == 0, err
     assert "peer reviews" in out and "Borda (normalized): A 1.00, B 0.50, C 0.00" in out
     assert "stages of recipe review" in out
@@ -88,7 +87,7 @@ def test_bad_recipes_are_one_error_line_and_write_nothing(scripted, tmp_path: Pa
     cfg = tmp_path / "c.toml"
     cfg.write_text(to_toml(tables), encoding="utf-8")
     db = tmp_path / "bad.db"
-    code, out, err = _finish(_start(["ask", GREAT_WALL, "-c", str(cfg), "--db", str(db), "--recipe", recipe], tmp_path))
+    code, out, err = finish(_start(["ask", GREAT_WALL, "-c", str(cfg), "--db", str(db), "--recipe", recipe], tmp_path)).result()
     assert code != 0 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -103,8 +102,8 @@ def test_bad_recipes_are_one_error_line_and_write_nothing(scripted, tmp_path: Pa
     assert expected in lines[0]
     assert srv.stats()["total_requests"] == 0
     if db.exists():
-        assert _rows(db, "SELECT COUNT(*) FROM runs") == [(0,)]
-        assert _rows(db, "SELECT COUNT(*) FROM calls") == [(0,)]
+        assert db_rows(db, "SELECT COUNT(*) FROM runs") == [(0,)]
+        assert db_rows(db, "SELECT COUNT(*) FROM calls") == [(0,)]
 
 
 def _kill_when(proc: Any, db: Path, node: str, server: Any, min_done: int) -> None:
@@ -117,9 +116,9 @@ def _kill_when(proc: Any, db: Path, node: str, server: Any, min_done: int) -> No
             assert time.monotonic() < deadline, "the batch never reached the point to kill it"
             if db.exists():
                 try:
-                    pending = _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending' AND node = ?", node)[0][0]
-                    every = _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0]
-                    done = _rows(db, "SELECT COUNT(*) FROM batch_items WHERE status IN ('full', 'degraded')")[0][0]
+                    pending = db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending' AND node = :n", n=node)[0][0]
+                    every = db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0]
+                    done = db_rows(db, "SELECT COUNT(*) FROM batch_items WHERE status IN ('full', 'degraded')")[0][0]
                 except Exception:  # the tables are being created
                     pending = every = done = 0
                 if pending and done >= min_done and every == server.stats()["in_flight"]:
@@ -160,24 +159,28 @@ def test_kill_9_mid_recipe_then_rerun_pays_each_call_once(scripted, tmp_path: Pa
     # In the cascade, the first councils' escalations teach the store that m-a is right on these claims, so
     # later councils settle by vote alone: kill during the first wave.
     _kill_when(_start(args, tmp_path), db, node, server, min_done=1 if recipe == "review" else 0)
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0] >= 1
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'")[0][0] >= 1
 
-    code, out, err = _finish(_start(args, tmp_path))
+    code, out, err = finish(_start(args, tmp_path)).result()
     assert code in (0, 1), err
     results = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sorted(r["id"] for r in results) == sorted(r["id"] for r in rows)
     assert {r["status"] for r in results} <= {"full", "degraded"}
     # One record per request the server saw; none left pending.
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]
-    assert _rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'") == [(0,)]
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status != 'skipped'")[0][0] == server.stats()["total_requests"]
+    assert db_rows(db, "SELECT COUNT(*) FROM calls WHERE status = 'pending'") == [(0,)]
     # Nothing that completed was asked (and paid for) again.
-    assert not _rows(db, "SELECT run_id, node, member_label FROM calls WHERE status = 'ok' "
+    assert not db_rows(db, "SELECT run_id, node, member_label FROM calls WHERE status = 'ok' "
                          "GROUP BY run_id, node, member_label HAVING COUNT(*) > 1")
     if recipe == "review":
-        assert _rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM reviews WHERE status = 'ok'") == [(24, 8)]
+        assert db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM reviews WHERE status = 'ok'") == [(24, 8)]
     else:
-        escalated = _rows(db, "SELECT COUNT(DISTINCT run_id) FROM calls WHERE node = 'escalate' AND status = 'ok'")[0][0]
+        escalated = db_rows(db, "SELECT COUNT(DISTINCT run_id) FROM calls WHERE node = 'escalate' AND status = 'ok'")[0][0]
         assert escalated >= 1
-        assert _rows(db, "SELECT COUNT(*) FROM escalations WHERE target = 'label' AND body_json LIKE '%\"settled\"%'") \
+        assert db_rows(db, "SELECT COUNT(*) FROM escalations WHERE target = 'label' AND body_json LIKE '%\"settled\"%'") \
             == [(escalated,)]
         assert {r["label"] for r in results} == {"SUPPORTED"}
+
+
+def _start(args: list[str], tmp: Path) -> Any:
+    return start(args, cli_env(tmp / "default.db", columns=200))
