@@ -15,7 +15,8 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "AnswerRow", "CallRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
-    "PassageRow", "PolicyRow", "RunModelRow", "RunRow", "SourceRow", "VerdictRow",
+    "PassageRow", "PolicyRow", "ReviewDecisionRow", "ReviewFlagRow", "RunModelRow", "RunRow", "RunTagRow",
+    "SourceRow", "VerdictRow",
 ]
 
 class RunRow(SQLModel, table=True):
@@ -206,9 +207,58 @@ class BatchItemRow(SQLModel, table=True):
     agreement: float | None = None
     degraded: bool | None = None
     contested: bool | None = None
+    tags_json: str | None = None
+    """JSON object of the item's tags (added by migration 0005)."""
+    needs_review: bool | None = None
+    """The verdict was flagged for human review (added by migration 0005)."""
+    review_reasons: str | None = None
+    """The review conditions that fired, ``condition: detail`` joined by ``; `` (added by migration 0005)."""
     cost_usd: float | None = None
     error: str | None = None
     updated_at: datetime
+
+
+class RunTagRow(SQLModel, table=True):
+    """A tag of a run's item (``risk=high`` on a batch row, ``--tag`` on ``council check-one``)."""
+
+    __tablename__ = "run_tags"
+    run_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class ReviewFlagRow(SQLModel, table=True):
+    """One review condition that fired for a run's verdict: together, the run's place in the review queue."""
+
+    __tablename__ = "review_flags"
+    run_id: str = Field(primary_key=True)
+    condition: str = Field(primary_key=True)
+    detail: str
+    flagged_at: datetime = Field(index=True)
+
+
+class ReviewDecisionRow(SQLModel, table=True):
+    """A person's decision on a run's verdict. Never updated except ``latest``: a new decision on the same
+    run is a new row, and the council's own verdict stays untouched in ``verdicts``."""
+
+    __tablename__ = "review_decisions"
+    decision_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    reviewer: str
+    decided_at: datetime
+    label: str
+    note: str = ""
+    council_label: str | None = None
+    """The council's label (fact checks) when the decision was made: what the decision confirms or overturns."""
+    council_answer: str
+    verdict_id: str
+    """The council verdict the decision is about."""
+    solicited: bool
+    """The run was flagged for review; False: an unsolicited review (``--force``)."""
+    latest: bool = Field(index=True)
+    """The run's current decision (the newest); earlier ones are kept as history."""
+    supersedes: str | None = None
+    """The decision this one replaced."""
 
 
 class MigrationRow(SQLModel, table=True):
@@ -243,9 +293,17 @@ def _m0003_batches(conn: Any) -> None:
     _create(conn, BatchRow, BatchItemRow)
 
 
+def _m0005_human_review(conn: Any) -> None:
+    _create(conn, RunTagRow, ReviewFlagRow, ReviewDecisionRow)
+    _add_column(conn, "batch_items", "tags_json", "VARCHAR")
+    _add_column(conn, "batch_items", "needs_review", "BOOLEAN")
+    _add_column(conn, "batch_items", "review_reasons", "VARCHAR")
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_claim_reconciliation", _m0002_claim_reconciliation),
     ("0003_batches", _m0003_batches),
+    ("0005_human_review", _m0005_human_review),
 ]
