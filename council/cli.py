@@ -112,6 +112,10 @@ from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: 
 
 app.command("check")(_check_batch)
 
+from council.review.cli import app as _review_app  # noqa: E402  (typer only)
+
+app.add_typer(_review_app, name="review")
+
 
 @app.command("check-one")
 @_errors
@@ -120,10 +124,15 @@ def check_one(
     config: ConfigOpt = None,
     db: DbOpt = None,
     source: SourceOpt = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the claim, KEY=VALUE (e.g. risk=high); "
+                                                  "repeatable. A policy's review_tags flag matching runs.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
-    _print_result(_council(config, db).check(claim, sources=_sources(source)), as_json)
+    from council.store.reviews import parse_tags
+
+    tags = parse_tags(tag or [])
+    _print_result(_council(config, db).check(claim, sources=_sources(source), tags=tags), as_json)
 
 
 @app.command()
@@ -177,14 +186,21 @@ def stats(
 ) -> None:
     """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
     from council.provenance.monitoring import report_table, stats_report
+    from council.review.stats import review_stats, review_table
 
-    report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
+    store = _store(db, config)
+    report = stats_report(store, since, model, until=until, by=by)  # type: ignore[arg-type]
+    review = review_stats(store, since, until)
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        payload = report.model_dump(mode="json")
+        payload["review"] = [r.model_dump(mode="json") for r in review]
+        typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console
 
     Console().print(report_table(report))
+    if review:
+        Console().print(review_table(review))
 
 
 @app.command()
@@ -288,8 +304,16 @@ def _print_result(result: Any, as_json: bool) -> None:
         head += f"{v.members_answered}/{v.members_total} members answered (quorum {v.quorum})"
         if v.degraded:
             head += "\n[yellow]DEGRADED COUNCIL:[/yellow] " + "; ".join(v.degraded_reasons)
-        if v.needs_human_review:
-            head += "\n[yellow]needs human review (policy)[/yellow]"
+        decision = next((d for d in getattr(result, "decisions", []) if d.latest), None)
+        if decision is not None:
+            head += (f"\n[bold]human verdict: {decision.label}[/bold] by {decision.reviewer} "
+                     f"{decision.decided_at:%Y-%m-%d %H:%M} UTC ({'overturns' if decision.overturns else 'confirms'} "
+                     f"the council{'; unsolicited' if not decision.solicited else ''}"
+                     f"{f'; {len(result.decisions) - 1} earlier decision(s)' if len(result.decisions) > 1 else ''})"
+                     + (f": {_short(decision.note, 80)}" if decision.note else ""))
+        elif v.needs_human_review:
+            head += "\n[yellow]needs human review (policy):[/yellow] " + "; ".join(
+                f"{r.condition} ({r.detail})" for r in v.review_reasons)
         if v.clusters_total:
             head += (f"\n{v.clusters_total} claim clusters: {len(v.settled_by_vote)} settled by vote, "
                      f"{len(v.settled_by_adjudicator)} by the adjudicator, {len(v.unresolved)} unresolved")
