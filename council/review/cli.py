@@ -94,11 +94,15 @@ def _short(text: str, n: int) -> str:
 
 
 @app.callback(invoke_without_command=True)
-def _default(ctx: typer.Context) -> None:
-    """Human review of flagged verdicts. Without a subcommand: list the queue (``council review list``)."""
+def _default(ctx: typer.Context, batch: BatchOpt = None, policy: PolicyOpt = None, tag: TagOpt = None,
+             condition: ConditionOpt = None, all_: AllOpt = False, limit: LimitOpt = None, db: DbOpt = None,
+             config: ConfigOpt = None,
+             as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+             ) -> None:
+    """Without a subcommand, ``council review [filters]`` lists the queue, as ``council review list``."""
     if ctx.invoked_subcommand is None:
-        list_queue(batch=None, policy=None, tag=None, condition=None, all_=False, limit=None, db=None, config=None,
-                   as_json=False)
+        list_queue(batch=batch, policy=policy, tag=tag, condition=condition, all_=all_, limit=limit, db=db,
+                   config=config, as_json=as_json)
 
 
 @app.command("list")
