@@ -224,3 +224,72 @@ def test_stats_figures_equal_counts_from_the_stored_rows(reviewed_batch: dict[st
     assert s.median_time_to_decision_s == pytest.approx(statistics.median(waits))
     assert review_stats(Store(db), policy="research") == []
     assert review_stats(Store(db), since=datetime.now(UTC) + timedelta(days=1)) == []
+
+
+def test_batch_rows_carry_tags_and_bad_tags_are_bad_rows(tmp_path: Path) -> None:
+    from council.batch.input import read_claims
+
+    jsonl = write_jsonl(tmp_path / "t.jsonl", [
+        {"id": "a", "claim": "One.", "tags": {"risk": "high", "level": 3}},
+        {"id": "b", "claim": "Two.", "tags": ["risk"]},
+        {"id": "c", "claim": "Three.", "tags": {"risk": None}},
+    ])
+    parsed = read_claims(jsonl)
+    assert [(i.claim_id, i.tags) for i in parsed.items] == [("a", {"risk": "high", "level": "3"})]
+    assert [b.line for b in parsed.bad_rows] == [2, 3]
+    assert all(b.reason.startswith("'tags' must be an object of short strings") for b in parsed.bad_rows)
+    csv_file = tmp_path / "t.csv"
+    csv_file.write_text('claim,id,tags\nOne.,a,risk=high;team=x\nTwo.,b,"{""risk"": ""low""}"\nThree.,c,risk\nFour.,d,\n',
+                        encoding="utf-8")
+    parsed = read_claims(csv_file)
+    assert [(i.claim_id, i.tags) for i in parsed.items] == [
+        ("a", {"risk": "high", "team": "x"}), ("b", {"risk": "low"}), ("d", {})]
+    assert [b.line for b in parsed.bad_rows] == [4]
+
+
+def test_a_single_check_is_tagged_through_the_api(scripted, tmp_path: Path) -> None:
+    import council
+
+    server = scripted(members_script())
+    c = council.Council(batch_config(server.base_url), db=f"sqlite:///{tmp_path / 'one.db'}")
+    flagged = c.check("Bridge 7 opened in 1907.", tags={"risk": "high"})
+    plain = c.check("Bridge 8 opened in 1908.")
+    assert [(r.condition, r.detail) for r in flagged.verdict.review_reasons] == [("tag", "risk=high")]
+    assert flagged.verdict.needs_human_review and not plain.verdict.needs_human_review
+    assert flagged.tags == {"risk": "high"} and plain.tags == {}
+    assert [i.run_id for i in ReviewStore(c.store).queue()] == [flagged.run_id]
+
+
+def test_review_on_postgresql(scripted) -> None:
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+
+    server = "postgresql://postgres@127.0.0.1:5432"
+    name = f"council_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(f"{server}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = f"{server}/{name}"
+            srv = scripted(members_script(judge_faults=[]))
+            report = check_many(ROWS, config=batch_config(srv.base_url), db=url, concurrency=2, batch_id="pg")
+            runs = {r.id: r.run_id for r in report.results}
+            store = Store(url)
+            desk = ReviewStore(store)
+            assert sorted(i.item_id for i in desk.queue(ReviewFilter(batch_id="pg"))) == ["c1", "d0", "d1"]
+            assert [i.item_id for i in desk.queue(ReviewFilter(tags={"risk": "high"}))] == ["c1"]
+            before = store.reliabilities(0.7, 4.0)["m-a"]
+            desk.decide(runs["d0"], "REFUTED", reviewer="ana")
+            second = desk.decide(runs["d0"], "REFUTED", reviewer="bo")
+            assert [d.latest for d in desk.decisions(runs["d0"])] == [False, True] and second.supersedes
+            after = store.reliabilities(0.7, 4.0)["m-a"]
+            assert (before.agree - after.agree, before.total - after.total) == (1, 0)
+            (s,) = review_stats(store)
+            assert (s.runs, s.flagged, s.decided, s.overturned, s.multi_reviewed) == (4, 3, 1, 1, 1)
+            store.engine.dispose()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
