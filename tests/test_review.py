@@ -293,3 +293,20 @@ def test_review_on_postgresql(scripted) -> None:
             store.engine.dispose()
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_verdicts_flagged_before_migration_0005_join_the_queue(reviewed_batch: dict[str, Any]) -> None:
+    from sqlalchemy import text
+
+    db, runs = reviewed_batch["db"], reviewed_batch["runs"]
+    store = Store(db)
+    with store.engine.begin() as conn:  # back to what a database from before 0005 held
+        for run_id, body in conn.execute(text("SELECT run_id, body_json FROM verdicts")).all():
+            old = json.loads(body)
+            old.pop("review_reasons")
+            conn.execute(text("UPDATE verdicts SET body_json = :b WHERE run_id = :r"), {"b": json.dumps(old), "r": run_id})
+        conn.execute(text("DELETE FROM review_flags"))
+        conn.execute(text("DELETE FROM council_migrations WHERE name = '0005_human_review'"))
+    queue = {i.run_id: [r.condition for r in i.reasons] for i in ReviewStore(Store(db)).queue()}  # opening migrates
+    assert queue[runs["d0"]] == ["contested", "low_agreement"] and queue[runs["c1"]] == ["always"]
+    assert runs["c0"] not in queue

@@ -10,20 +10,30 @@
 
 ``council review`` is the command line (``council.review.cli``): list the queue, walk through it in the
 terminal, decide one run, export a batch's queue to CSV and import the decisions back; ``review_stats``
-is the monitoring behind ``council stats``' review table.
+is the monitoring behind ``council stats``' review table. The names below are imported lazily, so that
+the CLI's start-up does not pay for the store.
 """
 
 from __future__ import annotations
 
-from council.deliberation.flags import REVIEW_CONDITIONS, ReviewReason
-from council.store.reviews import REVIEW_LABELS, QueueItem, ReviewDecision, ReviewFilter, ReviewStore, parse_tags
+from importlib import import_module
+from typing import Any
 
-from .csvio import EXPORT_FIELDS, ImportReport, export_queue, import_decisions
-from .people import REVIEWER_ENV, reviewer_name
-from .stats import PolicyReviewStats, review_stats
+_WHERE = {
+    "REVIEW_CONDITIONS": "council.deliberation.flags", "ReviewReason": "council.deliberation.flags",
+    "REVIEW_LABELS": "council.store.reviews", "QueueItem": "council.store.reviews",
+    "ReviewDecision": "council.store.reviews", "ReviewFilter": "council.store.reviews",
+    "ReviewStore": "council.store.reviews", "parse_tags": "council.store.reviews",
+    "EXPORT_FIELDS": "council.review.csvio", "ImportReport": "council.review.csvio",
+    "export_queue": "council.review.csvio", "import_decisions": "council.review.csvio",
+    "REVIEWER_ENV": "council.review.people", "reviewer_name": "council.review.people",
+    "PolicyReviewStats": "council.review.stats", "review_stats": "council.review.stats",
+}
 
-__all__ = [
-    "EXPORT_FIELDS", "ImportReport", "PolicyReviewStats", "QueueItem", "REVIEWER_ENV", "REVIEW_CONDITIONS",
-    "REVIEW_LABELS", "ReviewDecision", "ReviewFilter", "ReviewReason", "ReviewStore", "export_queue",
-    "import_decisions", "parse_tags", "review_stats", "reviewer_name",
-]
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

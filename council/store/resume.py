@@ -111,11 +111,12 @@ def forget_failure(store: Any, run_id: str, member_label: str) -> None:
 
 
 def reset_derived(store: Any, run_id: str) -> None:
-    """Drop the clusters and verdict of an earlier attempt at the run; the resumed run rebuilds them."""
+    """Drop the clusters, verdict and review flags of an earlier attempt at the run; the resumed run
+    rebuilds them."""
     st = _tables()
     try:
         with store.engine.begin() as conn:
-            for table in (st.ClusterRow.__table__, st.VerdictRow.__table__):
+            for table in (st.ClusterRow.__table__, st.VerdictRow.__table__, st.ReviewFlagRow.__table__):
                 conn.execute(delete(table).where(table.c.run_id == run_id))
     except SQLAlchemyError as exc:
         raise _fail(store, exc) from exc

@@ -7,7 +7,7 @@ migration at the end of ``MIGRATIONS``, recorded in ``council_migrations`` when 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Index, text
@@ -298,6 +298,35 @@ def _m0005_human_review(conn: Any) -> None:
     _add_column(conn, "batch_items", "tags_json", "VARCHAR")
     _add_column(conn, "batch_items", "needs_review", "BOOLEAN")
     _add_column(conn, "batch_items", "review_reasons", "VARCHAR")
+    _backfill_review_flags(conn)
+
+
+def _backfill_review_flags(conn: Any) -> None:
+    """Verdicts flagged before review conditions were recorded join the queue, with the conditions their
+    own fields show (the old rule flagged contested verdicts, any dissent and degraded councils)."""
+    import json
+
+    rows = []
+    for run_id, body, finished in conn.execute(text(
+            "SELECT v.run_id, v.body_json, r.finished_at FROM verdicts v JOIN runs r ON r.run_id = v.run_id")):
+        v = json.loads(body)
+        if not v.get("needs_human_review") or v.get("review_reasons"):
+            continue
+        found = []
+        if v.get("decided_by") == "adjudicator" or v.get("unresolved"):
+            found.append(("contested", "the weighted vote could not settle the verdict"))
+        if v.get("agreement", 1.0) < 1.0:
+            found.append(("low_agreement", f"agreement {v['agreement']:.2f} below 1.00"))
+        if v.get("degraded"):
+            found.append(("degraded", "; ".join(v.get("degraded_reasons") or []) or "degraded council"))
+        if isinstance(finished, str):  # SQLite hands a raw SELECT's timestamps back as text, in UTC
+            finished = datetime.fromisoformat(finished)
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        rows += [{"run_id": run_id, "condition": c, "detail": d, "flagged_at": finished or datetime.now(UTC)}
+                 for c, d in found or [("always", "flagged by its policy")]]
+    if rows:
+        conn.execute(ReviewFlagRow.__table__.insert(), rows)  # type: ignore[attr-defined]
 
 
 # Append-only: a released migration is never edited, a new one is added with the next number.
