@@ -413,9 +413,11 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
 def test_cli_table(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
     proc = cli_runs["table"]
     assert proc.returncode == 0, proc.stderr
+    models_table, review_table = proc.stdout.split("human review by policy")  # the review table follows (issue 15)
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
-            for line in proc.stdout.splitlines() if line.startswith("│")}
+            for line in models_table.splitlines() if line.startswith("│")}
     assert list(rows) == ["judge", "m-a", "m-b", "m-c"]
+    assert [line.split("│")[1].strip() for line in review_table.splitlines() if line.startswith("│")] == ["fact_check"]
     # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95
     assert rows["m-a"] == ["3", "5", "0%", "0%", "0%", "1", "0.75 (3/4)", "0.00 (0/1)", "75%", "0.005000", "0.23",
                            "0.29"]
@@ -448,7 +450,8 @@ def test_cli_filters(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> N
 def test_cli_by_day(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
     proc = cli_runs["by_day"]
     assert proc.returncode == 0, proc.stderr
-    periods = [line.split("│")[1].strip() for line in proc.stdout.splitlines() if line.startswith("│")]
+    periods = [line.split("│")[1].strip() for line in proc.stdout.split("human review by policy")[0].splitlines()
+               if line.startswith("│")]
     assert periods == ["2025-03-01"] * 4 + ["2025-03-02"] * 3 + ["2025-03-04"] * 2
 
 
