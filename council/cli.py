@@ -233,6 +233,10 @@ from council.recipes_cli import print_stages, recipes, stage_payload  # noqa: E4
 app.command("check")(_check_batch)
 app.command("recipes")(recipes)
 
+from council.review.cli import app as _review_app  # noqa: E402  (typer only)
+
+app.add_typer(_review_app, name="review")
+
 
 @app.command("check-one")
 @_errors
@@ -242,12 +246,17 @@ def check_one(
     db: DbOpt = None,
     source: SourceOpt = None,
     recipe: RecipeOpt = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the claim, KEY=VALUE (e.g. risk=high); "
+                                                  "repeatable. A policy's review_tags flag matching runs.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fact-check one CLAIM: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    from council.store.reviews import parse_tags
+
+    tags = parse_tags(tag or [])
     council = _council(config, db, recipe)
     with _progress(council):
-        result = council.check(claim, sources=_sources(source))
+        result = council.check(claim, sources=_sources(source), tags=tags)
     _print_result(result, as_json)
     _exit_without_verdict(result)
 
@@ -304,10 +313,15 @@ def stats(
 ) -> None:
     """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency, rate-limit queueing."""
     from council.provenance.monitoring import stats_report
+    from council.review.stats import review_stats, review_table
 
-    report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
+    store = _store(db, config)
+    report = stats_report(store, since, model, until=until, by=by)  # type: ignore[arg-type]
+    review = review_stats(store, since, until)
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        payload = report.model_dump(mode="json")
+        payload["review"] = [r.model_dump(mode="json") for r in review]
+        typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console
 
@@ -316,6 +330,8 @@ def stats(
 
     cols, rows, caption = report_rows(report)
     print_table(Console(), cols, rows, title="model quality", caption=caption)
+    if review:
+        Console().print(review_table(review))
 
 
 @app.command()
@@ -442,7 +458,7 @@ def _decided(v: Any) -> str:
     return "decided by vote"
 
 
-def _verdict_panel(v: Any) -> Any:
+def _verdict_panel(v: Any, decisions: list[Any] | None = None) -> Any:
     from rich.panel import Panel
     from rich.text import Text
 
@@ -458,8 +474,17 @@ def _verdict_panel(v: Any) -> Any:
     if v.degraded:
         head.append("\nDEGRADED COUNCIL: ", style="yellow")
         head.append("; ".join(v.degraded_reasons))
-    if v.needs_human_review:
-        head.append("\nneeds human review (policy)", style="yellow")
+    decision = next((d for d in decisions or [] if d.latest), None)
+    if decision is not None:
+        head.append(f"\nhuman verdict: {decision.label}", style="bold")
+        head.append(f" by {decision.reviewer} {decision.decided_at:%Y-%m-%d %H:%M} UTC "
+                    f"({'overturns' if decision.overturns else 'confirms'} the council"
+                    f"{'; unsolicited' if not decision.solicited else ''}"
+                    f"{f'; {len(decisions) - 1} earlier decision(s)' if len(decisions or []) > 1 else ''})"
+                    + (f": {shorten(decision.note, 80)}" if decision.note else ""))
+    elif v.needs_human_review:
+        head.append("\nneeds human review (policy): ", style="yellow")
+        head.append("; ".join(f"{r.condition} ({r.detail})" for r in v.review_reasons))
     if v.clusters_total:
         head.append(f"\n{v.clusters_total} claim clusters: {len(v.settled_by_vote)} settled by vote, "
                     f"{len(v.settled_by_adjudicator)} by the adjudicator, {len(v.unresolved)} unresolved")
@@ -486,7 +511,7 @@ def _print_result(result: Any, as_json: bool) -> None:
     con = Console()
     v = result.verdict
     if v is not None:
-        con.print(_verdict_panel(v))
+        con.print(_verdict_panel(v, getattr(result, "decisions", [])))
     support = set(v.support if v else [])
     against = set(v.contradicted if v else [])
     cluster_label = {cid: k.label for k in result.clusters for cid in k.claim_ids}

@@ -381,9 +381,11 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Proc]:
 def test_cli_table(cli_runs: dict[str, Proc]) -> None:
     proc = cli_runs["table"]
     assert proc.code == 0, proc.err
+    models_table, review_table = proc.out.split("human review by policy")  # the review table follows (issue 15)
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
-            for line in proc.out.splitlines() if line.startswith("│")}
+            for line in models_table.splitlines() if line.startswith("│")}
     assert list(rows) == ["judge", "m-a", "m-b", "m-c"]
+    assert [line.split("│")[1].strip() for line in review_table.splitlines() if line.startswith("│")] == ["fact_check"]
     # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95
     assert rows["m-a"] == ["3", "5", "0%", "0%", "0%", "1", "0.75 (3/4)", "0.00 (0/1)", "75%", "0.005000", "0.23",
                            "0.29"]
@@ -416,7 +418,8 @@ def test_cli_filters(cli_runs: dict[str, Proc]) -> None:
 def test_cli_by_day(cli_runs: dict[str, Proc]) -> None:
     proc = cli_runs["by_day"]
     assert proc.code == 0, proc.err
-    periods = [line.split("│")[1].strip() for line in proc.out.splitlines() if line.startswith("│")]
+    periods = [line.split("│")[1].strip() for line in proc.out.split("human review by policy")[0].splitlines()
+               if line.startswith("│")]
     assert periods == ["2025-03-01"] * 4 + ["2025-03-02"] * 3 + ["2025-03-04"] * 2
 
 

@@ -6,7 +6,9 @@ command runs, so ``council --help`` stays fast.
 Exit status: 0 when every claim was checked and none failed or is contested; 1 when some claim failed,
 is contested, was skipped for budget or is an invalid row (``--allow-contested`` accepts contested
 claims, ``--exit-zero`` accepts everything); 2 when the batch could not run (unreadable input, bad
-config, database error); 130 when interrupted (rerun the same command to resume).
+config, database error); 3 with ``--require-review`` when the batch is otherwise clean but some claim
+flagged for human review has no decision yet (``council review``); 130 when interrupted (rerun the same
+command to resume).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["EXIT_CANNOT_RUN", "EXIT_INTERRUPTED", "EXIT_UNCLEAN", "check", "main"]
+__all__ = ["EXIT_CANNOT_RUN", "EXIT_INTERRUPTED", "EXIT_UNCLEAN", "EXIT_UNREVIEWED", "check", "main"]
 
 EXIT_UNCLEAN = 1
 EXIT_CANNOT_RUN = 2
+EXIT_UNREVIEWED = 3
 EXIT_INTERRUPTED = 130
 _SHOWN_PROBLEMS = 20
 
@@ -42,6 +45,8 @@ def check(
         "--budget-usd", help="Never spend more than this on the batch (earlier invocations of it included); "
         "claims left over end skipped_budget.", show_default=False)] = None,
     allow_contested: Annotated[bool, typer.Option("--allow-contested", help="Exit 0 even if claims are contested.")] = False,
+    require_review: Annotated[bool, typer.Option(
+        "--require-review", help="Exit 3 while some claim flagged for human review has no decision (council review).")] = False,
     exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Exit 0 whenever the batch ran, whatever the claims' statuses.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Check failed claims again (otherwise a rerun keeps them).")] = False,
     batch_id: Annotated[str | None, typer.Option(
@@ -63,7 +68,7 @@ def check(
 
     Rerun the same command to finish an interrupted batch: finished claims are skipped, interrupted ones resume.
 
-    Exit status: 0 every claim checked and settled; 1 some failed, contested, skipped or invalid; 2 the batch could not run; 130 interrupted.
+    Exit status: 0 every claim checked and settled; 1 some failed, contested, skipped or invalid; 2 the batch could not run; 3 (with --require-review) flagged claims not yet reviewed; 130 interrupted.
     """
     from rich.console import Console
 
@@ -104,7 +109,7 @@ def check(
         _print_summary(summary_console, report)
     if out is not None and out != "-":
         err.print(f"wrote {len(report.results)} results to {out}", markup=False)
-    code = 0 if exit_zero else report.exit_code(allow_contested)
+    code = 0 if exit_zero else report.exit_code(allow_contested, require_review)
     if code:
         raise typer.Exit(code)
 
@@ -166,6 +171,7 @@ def _print_summary(con: Any, report: Any) -> None:
         if n or status in ("full", "degraded", "failed"):
             t.add_row(status, str(n))
     t.add_row("contested", str(report.contested))
+    t.add_row("needs review", f"{report.needs_review} ({report.unreviewed} not yet reviewed)")
     t.add_section()
     t.add_row("total", str(sum(report.counts.values())))
     con.print(t)
@@ -173,14 +179,20 @@ def _print_summary(con: Any, report: Any) -> None:
     budget = f" of ${report.budget_usd:g}" + (" (exhausted)" if report.budget_exhausted else "") if report.budget_usd else ""
     con.print(f"checked {report.checked} claims in {report.elapsed_s:.1f} s ({rate:.1f}/s) · spent ${report.spent_usd:.6f}"
               f"{budget} · batch total ${report.total_cost_usd:.6f} · {report.database}", markup=False, highlight=False)
-    problems = [r for r in report.results if r.status in ("failed", "invalid", "skipped_budget") or r.contested]
+    problems = [r for r in report.results if r.status in ("failed", "invalid", "skipped_budget") or r.contested
+                or (r.needs_review and r.review_label is None)]
     if problems:
         from council.display import Col, print_table
 
         more = len(problems) - _SHOWN_PROBLEMS
-        print_table(con, [Col("line", "num"), Col("id"), Col("status"), Col("contested"), Col("why", "text")],
-                    [[str(r.line), r.id, r.status, "yes" if r.contested else "", r.error or ""]
-                     for r in problems[:_SHOWN_PROBLEMS]],
+
+        def review(r: Any) -> str:
+            return (f"reviewed: {r.review_label}" if r.review_label else "needs review") if r.needs_review else ""
+
+        print_table(con, [Col("line", "num"), Col("id"), Col("status"), Col("contested"), Col("review"),
+                          Col("why", "text")],
+                    [[str(r.line), r.id, r.status, "yes" if r.contested else "", review(r),
+                      r.error or r.review_reasons or ""] for r in problems[:_SHOWN_PROBLEMS]],
                     title="claims needing attention", caption=f"… and {more} more (see --out)" if more > 0 else None,
                     text_lines=3)
 

@@ -2,7 +2,9 @@
 
 JSONL: one JSON object per line, ``{"claim": "...", "id": "c1", "context": "...", "sources": [...]}``;
 only ``claim`` is required. CSV: a header row naming a ``claim`` column, and optionally ``id``,
-``context`` and ``sources`` columns (a ``sources`` cell is a JSON array of strings, or one source). A
+``context``, ``sources`` and ``tags`` columns (a ``sources`` cell is a JSON array of strings, or one
+source). ``tags`` labels the item for human review, e.g. ``{"risk": "high"}`` in JSONL, ``risk=high`` (pairs
+separated by ``;``) or a JSON object in a CSV cell; a policy's ``review_tags`` flags the runs they match. A
 source is a file path (relative paths are looked up next to the input file first) or the text itself;
 ``context`` is text given to every member as one more source.
 
@@ -122,6 +124,10 @@ class _Collector:
         if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
             return self.bad_row(line, "'sources' must be a list of non-empty strings (file paths or texts)", claim_id)
         sources = [self._source(s) for s in sources]
+        tags = _tags(row.get("tags"))
+        if tags is None:
+            return self.bad_row(line, "'tags' must be an object of short strings, e.g. {\"risk\": \"high\"} "
+                                "(in CSV: risk=high;team=a)", claim_id)
         key = f"id:{claim_id}" if claim_id is not None else f"sha:{_digest(claim, context or '', *sources)}"
         first = self._keys.get(key)
         if first is not None:
@@ -129,7 +135,35 @@ class _Collector:
             return self.bad_row(line, f"{what} (first on line {first})", claim_id)
         self._keys[key] = line
         self.items.append(ClaimItem(line=line, key=key, claim_id=claim_id, claim=claim, context=context,
-                                    sources=sources))
+                                    sources=sources, tags=tags))
+
+
+def _tags(value: Any) -> dict[str, str] | None:
+    """A row's tags as a dict of strings; None when they are malformed."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                return None
+        else:
+            pairs = [p.partition("=") for p in text.split(";") if p.strip()]
+            if any(not sep or not k.strip() or not v.strip() for k, sep, v in pairs):
+                return None
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not str(v).strip():
+            return None
+        if len(k) > _ID_MAX or len(str(v)) > _ID_MAX or not k.strip():
+            return None
+        out[k.strip()] = str(v).strip()
+    return out
 
 
 def _read_jsonl(data: bytes, c: _Collector) -> None:

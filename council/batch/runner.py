@@ -60,8 +60,8 @@ __all__ = ["BatchProgress", "BatchReport", "ItemResult", "OUTPUT_FIELDS", "achec
 log = logging.getLogger("council.batch")
 
 ItemStatus = Literal["full", "degraded", "failed", "skipped_budget", "invalid", "pending", "running"]
-OUTPUT_FIELDS = ["line", "id", "status", "label", "confidence", "agreement", "degraded", "contested", "cost_usd",
-                 "run_id", "error", "claim"]
+OUTPUT_FIELDS = ["line", "id", "status", "label", "confidence", "agreement", "degraded", "contested", "needs_review",
+                 "review_reasons", "review_label", "cost_usd", "run_id", "error", "claim"]
 _BUDGET_OUT = "the batch budget ran out before this claim could finish; rerun with a larger --budget-usd"
 _WATCH_S = 0.5
 _NOT_STARTED = "not started: the batch budget ran out; rerun with a larger --budget-usd"
@@ -82,6 +82,12 @@ class ItemResult(BaseModel):
     agreement: float | None = None
     degraded: bool | None = None
     contested: bool = False
+    needs_review: bool = False
+    """The policy's review conditions flagged the verdict for a person (``council review``)."""
+    review_reasons: str | None = None
+    """The review conditions that fired, ``condition: detail`` joined by ``; ``."""
+    review_label: str | None = None
+    """A reviewer's decision on the verdict, if one is recorded (the latest)."""
     cost_usd: float = 0.0
     """What the claim's model calls cost, every try included."""
     run_id: str | None = None
@@ -102,6 +108,10 @@ class BatchReport(BaseModel):
     counts: dict[str, int]
     """Claims per status (bad rows count as ``invalid``)."""
     contested: int
+    needs_review: int = 0
+    """Claims whose verdict was flagged for human review."""
+    unreviewed: int = 0
+    """Flagged claims with no review decision yet."""
     checked: int
     """Claims this invocation ran (the others were finished before, or are held by another process)."""
     total_cost_usd: float
@@ -118,10 +128,13 @@ class BatchReport(BaseModel):
         return self.contested == 0 and all(self.counts.get(s, 0) == 0 for s in
                                            ("failed", "skipped_budget", "invalid", "pending", "running"))
 
-    def exit_code(self, allow_contested: bool = False) -> int:
-        """0 when clean (contested claims allowed if asked), else 1."""
+    def exit_code(self, allow_contested: bool = False, require_review: bool = False) -> int:
+        """0 when clean (contested claims allowed if asked), else 1; with ``require_review``, 3 when the
+        batch is otherwise clean but some flagged claim has no review decision yet."""
         bad = any(self.counts.get(s, 0) for s in ("failed", "skipped_budget", "invalid", "pending", "running"))
-        return 1 if bad or (self.contested and not allow_contested) else 0
+        if bad or (self.contested and not allow_contested):
+            return 1
+        return 3 if require_review and self.unreviewed else 0
 
 
 @dataclass
@@ -200,7 +213,8 @@ def _from_row(r: Any) -> ItemResult:
         line=r.line, id=r.claim_id if r.claim_id is not None else r.item_key.removeprefix("sha:"), status=r.status,
         label=r.label if verdict else None, confidence=r.confidence if verdict else None,
         agreement=r.agreement if verdict else None, degraded=r.degraded if verdict else None,
-        contested=bool(r.contested), cost_usd=round((r.prior_cost_usd or 0.0) + (r.cost_usd or 0.0), 10),
+        contested=bool(r.contested), needs_review=bool(r.needs_review), review_reasons=r.review_reasons,
+        cost_usd=round((r.prior_cost_usd or 0.0) + (r.cost_usd or 0.0), 10),
         run_id=r.run_id if r.cost_usd is not None else None,
         error=r.error, claim=r.claim,
     )
@@ -334,7 +348,7 @@ class _Runner:
         except InputError as exc:
             return self._result(item, "invalid", error=str(exc), ran=False)
         request = RunRequest(run_id=item.run_id, task="check", question=item.claim, sources=sources,
-                             created_at=datetime.now(UTC), resume=item.resume)
+                             created_at=datetime.now(UTC), resume=item.resume, tags=item.tags)
         try:
             outcome = await self.council.arun_request(request)
         except (ConfigError, StoreError):
@@ -348,7 +362,8 @@ class _Runner:
             return self._result(item, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
         verdict = outcome.verdict
         fields = dict(label=verdict.label, confidence=verdict.confidence, agreement=verdict.agreement,
-                      degraded=verdict.degraded, contested=outcome.contested)
+                      degraded=verdict.degraded, contested=outcome.contested, needs_review=verdict.needs_human_review,
+                      review_reasons="; ".join(f"{r.condition}: {r.detail}" for r in verdict.review_reasons) or None)
         # A claim without a verdict carries no label, confidence or agreement: whatever the vote made of a
         # partial panel is not an answer (the run in the store keeps it for inspection).
         if outcome.out_of_budget:
@@ -362,13 +377,22 @@ class _Runner:
     @staticmethod
     def _result(item: Any, status: ItemStatus, *, error: str | None = None, ran: bool = True,
                 label: str | None = None, confidence: float | None = None, agreement: float | None = None,
-                degraded: bool | None = None, contested: bool = False) -> tuple[ItemResult, dict[str, Any]]:
+                degraded: bool | None = None, contested: bool = False, needs_review: bool = False,
+                review_reasons: str | None = None) -> tuple[ItemResult, dict[str, Any]]:
         """The result, and the values to store (``run_cost``: the item's cost is its run's total)."""
         values = dict(status=status, label=label, confidence=confidence, agreement=agreement, degraded=degraded,
-                      contested=contested, error=error)
+                      contested=contested, needs_review=needs_review, review_reasons=review_reasons, error=error)
         result = ItemResult(line=item.line, id=item.shown_id, run_id=item.run_id if ran else None, claim=item.claim,
                             **values)
         return result, {**values, "run_cost": ran}
+
+
+def _with_decisions(store: Any, results: list[ItemResult]) -> list[ItemResult]:
+    """The results with each run's latest review decision (``council review``)."""
+    from council.store.reviews import ReviewStore
+
+    latest = ReviewStore(store).latest(r.run_id for r in results if r.run_id)
+    return [r.model_copy(update={"review_label": latest[r.run_id].label}) if r.run_id in latest else r for r in results]
 
 
 async def acheck_many(
@@ -469,7 +493,7 @@ async def acheck_many(
         if runner.budget_exhausted and not _helper:  # the helpers are done: what is left cannot be afforded
             bstore.skip_pending(bid, _NOT_STARTED)
     counts = bstore.counts(bid)
-    results = [_from_row(r) for r in bstore.iter_items(bid)]
+    results = _with_decisions(council.store, [_from_row(r) for r in bstore.iter_items(bid)])
     if parsed.bad_rows:
         results = sorted(results + [_bad(b) for b in parsed.bad_rows], key=lambda r: r.line)
     status_counts = {k: v for k, v in counts.items() if k != "contested"}
@@ -478,6 +502,8 @@ async def acheck_many(
     report = BatchReport(
         batch_id=bid, source=parsed.source, database=council.store.safe_url, results=results, counts=status_counts,
         contested=counts.get("contested", 0), checked=progress.checked,
+        needs_review=sum(r.needs_review for r in results),
+        unreviewed=sum(r.needs_review and r.review_label is None for r in results),
         total_cost_usd=round(sum(r.cost_usd for r in results), 10), spent_usd=round(progress.spent_usd, 10),
         budget_usd=budget_usd, budget_exhausted=runner.budget_exhausted, elapsed_s=time.monotonic() - started,
     )

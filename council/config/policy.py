@@ -13,7 +13,7 @@ import typing
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from council.ids import content_id
 
@@ -50,8 +50,31 @@ class TaskPolicy(BaseModel):
     """``max_tokens`` sent with every call, and the output side of a call's worst-case cost."""
     evidence_required: bool = False
     """Members must cite sources for their claims."""
-    human_review: Literal["never", "when_contested", "always"] = "never"
-    """When a human must review the verdict before it is relied on (flagged on the verdict)."""
+    human_review: Literal["never", "when_flagged", "when_contested", "always"] = "never"
+    """When a human must review the verdict before it is relied on: never; when one of the ``review_*``
+    conditions below fires (``when_flagged``; ``when_contested`` is its former name); or always."""
+    review_contested: bool = True
+    """Flag a verdict the weighted vote could not settle (the adjudicator was asked, or a cluster stayed
+    unresolved)."""
+    review_below_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Flag a verdict whose agreement (share of members behind it) is below this (1.0: any dissent)."""
+    review_below_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Flag a verdict whose confidence is below this."""
+    review_degraded: bool = True
+    """Flag a verdict of a degraded council (a member or the adjudicator failed, quorum not met)."""
+    review_unverified_evidence: bool = True
+    """With ``evidence_required``: flag a verdict that rests on no claim with a verified citation."""
+    review_tags: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Item tags that send a verdict to review, written as a table: ``review_tags = {risk = ["high"]}``
+    flags the runs tagged risk=high (a single value may be given as a string). Held as sorted pairs so
+    the policy stays hashable and its version does not depend on the order the tags were written in."""
+
+    @field_validator("review_tags", mode="before")
+    @classmethod
+    def _tag_table(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return tuple(sorted((str(k), tuple([vals] if isinstance(vals, str) else vals)) for k, vals in v.items()))
+        return v
     fallback: Literal["next_qualified", "none"] = "next_qualified"
     """What to do when a model fails or would cost too much: try the next qualified model, or give up."""
     max_fallbacks: int = Field(default=3, ge=0)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from council.calls.answers import MemberAnswer, MemberFailure
 from council.calls.budget import Budget
 from .clusters import ClaimCluster
+from .flags import review_reasons
 from council.ids import content_id
 from council.calls.members import CallContext, run_chain
 from council.calls.ratelimit import RateLimiter
@@ -137,8 +138,10 @@ def build_verdict(
     adjudication: Adjudication | None,
     reliability: dict[str, float],
     quality: dict[str, float],
+    tags: dict[str, str] | None = None,
 ) -> tuple[Verdict, list[ClaimCluster]]:
-    """Combine the vote and the ruling into the verdict; return it with the clusters' final statuses."""
+    """Combine the vote and the ruling into the verdict; return it with the clusters' final statuses.
+    ``tags``: the run's item tags, matched against the policy's ``review_tags``."""
     policy = member_panel.policy
     clusters = [k.model_copy(deep=True) for k in clusters]
     by_id = {k.cluster_id: k for k in clusters}
@@ -221,9 +224,8 @@ def build_verdict(
         majority = max(answers, key=lambda a: (corroboration(a), a.member_label)).answer if answers else None
     unresolved = [k.cluster_id for k in clusters if k.status == "unresolved"]
     contested_any = adjudication is not None or bool(unresolved)
-    review = policy.human_review == "always" or (
-        policy.human_review == "when_contested" and (contested_any or agreement < 1.0 or bool(reasons))
-    )
+    flags = review_reasons(policy, contested=contested_any, agreement=agreement, confidence=confidence,
+                           degraded_reasons=reasons, answers=answers, support=support, tags=tags or {})
     verdict = Verdict(
         verdict_id=content_id(run_id, "verdict"),
         run_id=run_id,
@@ -246,7 +248,8 @@ def build_verdict(
             FailedMember(member_label=f.member_label, model=f.model_requested, error_kind=f.error_kind, reason=f.reason)
             for f in failures
         ],
-        needs_human_review=review,
+        needs_human_review=bool(flags),
+        review_reasons=flags,
         clusters_total=len(clusters),
         settled_by_vote=[k.cluster_id for k in clusters if k.settled_by == "vote"],
         settled_by_adjudicator=[k.cluster_id for k in clusters if k.settled_by == "adjudicator"],

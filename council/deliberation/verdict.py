@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from council.calls.answers import FactLabel, require_alnum
+from .flags import ReviewReason
 
 __all__ = ["ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
 
@@ -92,6 +93,8 @@ class Verdict(BaseModel):
     failed_members: list[FailedMember] = Field(default_factory=list)
     needs_human_review: bool = False
     """The policy asks for human review of this verdict."""
+    review_reasons: list[ReviewReason] = Field(default_factory=list)
+    """Which review conditions of the policy fired (empty when no review is needed)."""
     clusters_total: int = 0
     """How many clusters of equivalent claims the members' claims formed."""
     settled_by_vote: list[str] = Field(default_factory=list)

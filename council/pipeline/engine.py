@@ -26,6 +26,7 @@ from council.calls.records import CallRecord, StageCost, stage_costs
 from council.deliberation.cascade import Escalation
 from council.deliberation.review import Review
 from council.store.db import Store, StoredRun, resolve_db_url
+from council.store.reviews import ReviewDecision
 from council.deliberation.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -93,6 +94,10 @@ class RunResult(BaseModel):
     """Peer reviews (recipes with a ``review`` stage): who reviewed whom, judgements and rankings."""
     escalations: list[Escalation] = []
     """What the cascade put to the strong tier, why, and what came of it (recipes with ``escalate``)."""
+    tags: dict[str, str] = {}
+    """The run's item tags."""
+    decisions: list[ReviewDecision] = []
+    """People's decisions on the verdict, oldest first; the last is in force. The verdict is the council's own."""
     _store: Store | None = PrivateAttr(default=None)
 
     @property
@@ -132,6 +137,7 @@ class RunResult(BaseModel):
             member_policy=run.member_policy.ref, adjudication_policy=run.adjudication_policy.ref, panel=run.panel,
             verdict=run.verdict, clusters=run.clusters, passages=run.passages, answers=run.answers, failures=run.failures, calls=run.calls,
             total_cost_usd=run.total_cost_usd, recipe=run.recipe, reviews=run.reviews, escalations=run.escalations,
+            tags=run.tags, decisions=run.decisions,
         )
         result._store = store
         return result
@@ -272,11 +278,13 @@ class Council:
         task: Literal["ask", "check"] = "ask",
         image: str | os.PathLike[str] | None = None,
         sources: Sources = None,
+        tags: dict[str, str] | None = None,
     ) -> RunResult:
         """Run the council on ``question``; raises CouncilError subclasses for bad input or config.
 
         ``sources``: documents given to every member, each a file path or the text itself; they are split
-        into numbered passages, and members' citations are verified against them.
+        into numbered passages, and members' citations are verified against them. ``tags``: labels of
+        the item (``{"risk": "high"}``), stored with the run and matched by the policy's ``review_tags``.
         """
         from .graph import RunRequest
         from council.deliberation.sources import load_sources
@@ -288,7 +296,7 @@ class Council:
         request = RunRequest(
             run_id=uuid.uuid4().hex, task=task, question=question,
             image=_image_part(image) if image is not None else None, sources=load_sources(sources),
-            created_at=datetime.now(UTC),
+            created_at=datetime.now(UTC), tags=dict(tags or {}),
         )
         loop = asyncio.get_running_loop()
         _RUNS_IN_FLIGHT[loop] = _RUNS_IN_FLIGHT.get(loop, 0) + 1
@@ -340,15 +348,15 @@ class Council:
         """Ask the council a research question."""
         return await self.arun(question, task="ask", image=image, sources=sources)
 
-    async def acheck(self, claim: str, *, sources: Sources = None) -> RunResult:
+    async def acheck(self, claim: str, *, sources: Sources = None, tags: dict[str, str] | None = None) -> RunResult:
         """Fact-check one claim: the verdict carries SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
-        return await self.arun(claim, task="check", sources=sources)
+        return await self.arun(claim, task="check", sources=sources, tags=tags)
 
     def ask(self, question: str, *, image: str | os.PathLike[str] | None = None, sources: Sources = None) -> RunResult:
         return run_sync(self.aask(question, image=image, sources=sources))
 
-    def check(self, claim: str, *, sources: Sources = None) -> RunResult:
-        return run_sync(self.acheck(claim, sources=sources))
+    def check(self, claim: str, *, sources: Sources = None, tags: dict[str, str] | None = None) -> RunResult:
+        return run_sync(self.acheck(claim, sources=sources, tags=tags))
 
     def feedback(self, run_id: str, label: str, note: str = "") -> None:
         """Record the true label of a fact-check run; models' reliabilities learn from it."""

@@ -64,6 +64,8 @@ class RunRequest(BaseModel):
     resume: bool = False
     """Continue a run of this id that was interrupted or ran out of budget (see ``council.resume``):
     stored member outcomes are kept, new attempts are numbered after the recorded ones."""
+    tags: dict[str, str] = {}
+    """The item's tags (``risk=high``): stored with the run, matched by the policy's ``review_tags``."""
 
 
 class RunPlan(BaseModel):
@@ -198,6 +200,7 @@ async def plan(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState
         + [{"label": "adjudicator", "chain": [e.name for e in s.chain]}
            for s in (adjudicator_panel.seats if adjudicator_panel else [])],
         models=list(used.values()), created_at=req.created_at, sources=req.sources, passages=passages,
+        tags=req.tags,
     )
     if deps.budget_usd is not None:
         deps.budgets[req.run_id] = Budget(deps.budget_usd, parent=deps.shared_budget)
@@ -315,7 +318,7 @@ async def decide(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilSta
         run_id=req.run_id, task=req.task, member_panel=plan_.member_panel, answers=rec.answers,
         failures=rec.failures, clusters=rec.clusters, label_vote=rec.label_vote,
         adjudication=state.get("adjudication"), reliability=plan_.reliability,
-        quality={e.name: e.quality for e in deps.catalog},
+        quality={e.name: e.quality for e in deps.catalog}, tags=req.tags,
     )
     verdict = with_stage_outcomes(verdict, state.get("reviews", []), state.get("escalations", []))
     # Only the clusters' final statuses are new here: reconcile already stored the claims.

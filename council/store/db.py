@@ -34,6 +34,7 @@ from council.calls.records import CallRecord
 from .mapping import answer_from_row, answer_values, call_from_row, claim_from_row, claim_values, failure_from_row, failure_values
 from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, store_errors, upsert as _upsert
 from .deliberation import load_escalations, load_reviews
+from .reviews import ReviewDecision, ReviewStore, flag_rows
 from .tables import (
     MIGRATIONS,
     AnswerRow,
@@ -46,7 +47,9 @@ from .tables import (
     PassageRow,
     PolicyRow,
     RunModelRow,
+    ReviewFlagRow,
     RunRow,
+    RunTagRow,
     SourceRow,
     VerdictRow,
 )
@@ -165,6 +168,17 @@ class StoredRun(BaseModel):
     """Peer reviews of a recipe with a ``review`` stage."""
     escalations: list[Escalation] = []
     """Escalations of a recipe with an ``escalate`` stage."""
+    tags: dict[str, str] = {}
+    """The run's item tags (a batch row's ``tags``, ``--tag`` on ``council check-one``)."""
+    flagged_at: datetime | None = None
+    """When the verdict was flagged for human review (None: it was not)."""
+    decisions: list[ReviewDecision] = []
+    """People's decisions on the verdict, oldest first; the last is the one in force (``council review``)."""
+
+    @property
+    def decision(self) -> ReviewDecision | None:
+        """The decision in force, if any."""
+        return next((d for d in self.decisions if d.latest), None)
 
 
 class Store:
@@ -346,6 +360,7 @@ class Store:
         created_at: datetime,
         sources: list[Source] | None = None,
         passages: list[Passage] | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         rows: list[tuple[type[SQLModel], dict[str, Any]]] = [
             (RunRow, dict(
@@ -362,6 +377,8 @@ class Store:
             rows.append((RunModelRow, dict(run_id=run_id, name=m.name, body_json=m.model_dump_json())))
         for src in sources or []:
             rows.append((SourceRow, dict(run_id=run_id, source_id=src.source_id, title=src.title)))
+        for key, value in (tags or {}).items():
+            rows.append((RunTagRow, dict(run_id=run_id, key=key, value=value)))
         for p in passages or []:
             rows.append((PassageRow, dict(run_id=run_id, passage_id=p.passage_id, source_id=p.source_id,
                                           position=p.position, key=p.key, text=p.text)))
@@ -451,30 +468,39 @@ class Store:
     ) -> dict[str, Reliability]:
         """Every model's learned reliability for ``task``.
 
-        Fact checks (``check``): agreement of the model's labels with the true label. Human feedback is
-        the truth where given; for runs without it, the council's own verdict stands in. Agreement with
+        Fact checks (``check``): agreement of the model's labels with the true label. A person's latest
+        review decision (``council review``) is the truth where given, else ``council feedback``; for runs without it, the council's own verdict stands in. Agreement with
         one's own verdicts is self-referential (two members that err together confirm each other), so a
         model with at least ``min_feedback`` human-labelled judgements is judged on those alone.
         Questions (``ask``): agreement of the model's claims with the clusters the council accepted or
-        rejected. Smoothed toward ``prior`` with the weight of ``prior_weight`` judgements.
+        rejected (when a reviewer REJECTED the answer, its accepted claims count as wrong). Smoothed toward ``prior`` with the weight of ``prior_weight`` judgements.
         """
         agree_case = "SUM(CASE WHEN a.label = {truth} THEN 1 ELSE 0 END), COUNT(*)"
+        # The truth of a run: its latest review decision (``council review``), else ``council feedback``.
+        truth = ("(SELECT run_id, label FROM review_decisions WHERE latest = TRUE UNION ALL "
+                 "SELECT fb.run_id, fb.label FROM feedback fb WHERE NOT EXISTS (SELECT 1 FROM review_decisions rd "
+                 "WHERE rd.run_id = fb.run_id))")
         supervised = text(
             f"SELECT a.model, {agree_case.format(truth='f.label')} "
-            "FROM answers a JOIN feedback f ON f.run_id = a.run_id JOIN runs r ON r.run_id = a.run_id "
+            f"FROM answers a JOIN {truth} f ON f.run_id = a.run_id JOIN runs r ON r.run_id = a.run_id "
             "WHERE r.task = 'check' AND a.label IN ('SUPPORTED', 'REFUTED') "
             "AND f.label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
         )
         unsupervised = text(
             f"SELECT a.model, {agree_case.format(truth='r.verdict_label')} "
-            "FROM answers a JOIN runs r ON r.run_id = a.run_id LEFT JOIN feedback f ON f.run_id = a.run_id "
+            f"FROM answers a JOIN runs r ON r.run_id = a.run_id LEFT JOIN {truth} f ON f.run_id = a.run_id "
             "WHERE r.task = 'check' AND f.run_id IS NULL AND a.label IN ('SUPPORTED', 'REFUTED') "
             "AND r.verdict_label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
         )
+        # A question whose answer a reviewer REJECTED: the claims the council accepted count as wrong, and
+        # what it rejected is left out (the reviewer did not say what is right).
         claims = text(
-            "SELECT c.model, SUM(CASE WHEN k.status = 'accepted' THEN 1 ELSE 0 END), COUNT(*) "
+            "SELECT c.model, SUM(CASE WHEN k.status = 'accepted' AND COALESCE(d.label, '') <> 'REJECTED' "
+            "THEN 1 ELSE 0 END), COUNT(*) "
             "FROM claims c JOIN clusters k ON k.cluster_id = c.cluster_id JOIN runs r ON r.run_id = c.run_id "
-            "WHERE r.task = 'ask' AND k.status IN ('accepted', 'rejected') GROUP BY c.model"
+            "LEFT JOIN review_decisions d ON d.run_id = c.run_id AND d.latest = TRUE "
+            "WHERE r.task = 'ask' AND k.status IN ('accepted', 'rejected') "
+            "AND NOT (COALESCE(d.label, '') = 'REJECTED' AND k.status = 'rejected') GROUP BY c.model"
         )
 
         def fetch(sql: Any) -> dict[str, tuple[int, int]]:
@@ -522,6 +548,10 @@ class Store:
                     conn.execute(verdicts.delete().where(verdicts.c.run_id == run_id))
                     stmt = verdicts.insert()
                 conn.execute(stmt, [row])
+                flags = ReviewFlagRow.__table__  # type: ignore[attr-defined]
+                conn.execute(flags.delete().where(flags.c.run_id == run_id))
+                if verdict.review_reasons:
+                    conn.execute(flags.insert(), flag_rows(run_id, verdict.review_reasons, _now()))
                 values.update(verdict_label=verdict.label, verdict_answer=verdict.answer, degraded=verdict.degraded)
             if not conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values)).rowcount:
                 raise RunNotFound(f"no run {run_id}")  # leaving the block rolls the verdict back
@@ -584,6 +614,9 @@ class Store:
             sources = s.exec(select(SourceRow).where(SourceRow.run_id == run_id)).all()
             passages = s.exec(select(PassageRow).where(PassageRow.run_id == run_id)).all()
             feedback = s.get(FeedbackRow, run_id)
+            tags = s.exec(select(RunTagRow).where(RunTagRow.run_id == run_id)).all()
+        reviews = ReviewStore(self)
+        flagged_at, _ = reviews.reasons(run_id)
         if mp is None or ap is None:
             raise StoreError(f"run {run_id} refers to a policy missing from the store")
         by_answer: dict[str, list[Claim]] = {}
@@ -607,4 +640,5 @@ class Store:
                                      text=p.text) for p in passages), key=lambda p: int(p.passage_id[1:])),
             feedback_label=feedback.label if feedback else None,
             reviews=load_reviews(self, run_id), escalations=load_escalations(self, run_id),
+            tags={t.key: t.value for t in tags}, flagged_at=flagged_at, decisions=reviews.decisions(run_id),
         )

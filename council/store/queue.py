@@ -51,6 +51,8 @@ class ClaimItem(BaseModel):
     context: str | None = None
     sources: list[str] = []
     """File paths or texts."""
+    tags: dict[str, str] = {}
+    """The row's tags (``risk=high``), given to the run and matched by the policy's ``review_tags``."""
 
     @property
     def shown_id(self) -> str:
@@ -145,6 +147,7 @@ class BatchStore:
                 self._insert_ignore(conn, self.t, [
                     {"batch_id": batch_id, "item_key": it.key, "line": it.line, "claim_id": it.claim_id,
                      "claim": it.claim, "context": it.context, "sources_json": json.dumps(it.sources),
+                     "tags_json": json.dumps(it.tags) if it.tags else None,
                      "status": "pending", "tries": 0, "leases": 0, "run_id": run_id_for(batch_id, it.key, 0),
                      "prior_cost_usd": 0.0, "updated_at": now}
                     for it in items[i : i + _CHUNK]
@@ -164,6 +167,7 @@ class BatchStore:
                         status="pending", tries=tries + 1, leases=0, run_id=run_id_for(batch_id, key, tries + 1),
                         prior_cost_usd=(prior or 0.0) + (cost or 0.0), cost_usd=None, error=None,
                         label=None, confidence=None, agreement=None, degraded=None, contested=None,
+                        needs_review=None, review_reasons=None,
                         updated_at=_now()))
 
     def reclaim(self, batch_id: str) -> int:
@@ -191,7 +195,7 @@ class BatchStore:
                 .values(status="running", lease_owner=bindparam("owner"), lease_until=bindparam("until"),
                         leases=t.c.leases + 1, updated_at=bindparam("now"))
                 .returning(t.c.item_key, t.c.line, t.c.claim_id, t.c.claim, t.c.context, t.c.sources_json,
-                           t.c.run_id, t.c.tries, t.c.leases))
+                           t.c.run_id, t.c.tries, t.c.leases, t.c.tags_json))
 
     def lease(self, batch_id: str, owner: str, lease_s: float) -> LeasedItem | None:
         """Atomically take the first pending item, or None when there is none."""
@@ -202,7 +206,8 @@ class BatchStore:
         if row is None:
             return None
         return LeasedItem(key=row.item_key, line=row.line, claim_id=row.claim_id, claim=row.claim, context=row.context,
-                          sources=json.loads(row.sources_json), run_id=row.run_id, tries=row.tries,
+                          sources=json.loads(row.sources_json), tags=json.loads(row.tags_json or "{}"),
+                          run_id=row.run_id, tries=row.tries,
                           resume=row.leases > 1)
 
     def renew(self, batch_id: str, owner: str, lease_s: float) -> None:

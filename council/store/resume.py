@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 
 from council.calls.answers import MemberOutcome
 from .mapping import answer_from_row, claim_from_row, failure_from_row
-from .tables import AnswerRow, CallRow, ClaimRow, ClusterRow, FailureRow, VerdictRow
+from .tables import AnswerRow, CallRow, ClaimRow, ClusterRow, FailureRow, ReviewFlagRow, VerdictRow
 
 __all__ = ["forget_failure", "interrupt_pending", "next_attempt", "reset_derived", "stored_outcome"]
 
@@ -68,7 +68,8 @@ def forget_failure(store: Any, run_id: str, member_label: str) -> None:
 
 
 def reset_derived(store: Any, run_id: str) -> None:
-    """Drop the clusters and verdict of an earlier attempt at the run; the resumed run rebuilds them."""
+    """Drop the clusters, verdict and review flags of an earlier attempt at the run; the resumed run
+    rebuilds them."""
     with store.begin() as conn:
-        for table in (ClusterRow.__table__, VerdictRow.__table__):
+        for table in (ClusterRow.__table__, VerdictRow.__table__, ReviewFlagRow.__table__):
             conn.execute(delete(table).where(table.c.run_id == run_id))

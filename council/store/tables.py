@@ -7,7 +7,7 @@ migration at the end of ``MIGRATIONS``, recorded in ``council_migrations`` when 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Index, text
@@ -17,8 +17,9 @@ from council.calls.answers import AnswerFields, ClaimFields, FailureFields
 from council.calls.records import CallRecordFields
 
 __all__ = [
-    "AnswerRow", "CallRow", "EscalationRow", "JudgementRow", "ReviewRow", "ClaimRow", "ClusterRow", "FailureRow", "FeedbackRow", "MIGRATIONS", "MigrationRow",
-    "PassageRow", "PolicyRow", "RunModelRow", "RunRow", "SourceRow", "VerdictRow",
+    "AnswerRow", "CallRow", "ClaimRow", "ClusterRow", "EscalationRow", "FailureRow", "FeedbackRow", "JudgementRow",
+    "MIGRATIONS", "MigrationRow", "PassageRow", "PolicyRow", "ReviewDecisionRow", "ReviewFlagRow", "ReviewRow",
+    "RunModelRow", "RunRow", "RunTagRow", "SourceRow", "VerdictRow",
 ]
 
 class RunRow(SQLModel, table=True):
@@ -169,6 +170,12 @@ class BatchItemRow(SQLModel, table=True):
     agreement: float | None = None
     degraded: bool | None = None
     contested: bool | None = None
+    tags_json: str | None = None
+    """JSON object of the item's tags (added by migration 0005)."""
+    needs_review: bool | None = None
+    """The verdict was flagged for human review (added by migration 0005)."""
+    review_reasons: str | None = None
+    """The review conditions that fired, ``condition: detail`` joined by ``; `` (added by migration 0005)."""
     cost_usd: float | None = None
     error: str | None = None
     updated_at: datetime
@@ -218,6 +225,49 @@ class EscalationRow(SQLModel, table=True):
     body_json: str
 
 
+class RunTagRow(SQLModel, table=True):
+    """A tag of a run's item (``risk=high`` on a batch row, ``--tag`` on ``council check-one``)."""
+
+    __tablename__ = "run_tags"
+    run_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class ReviewFlagRow(SQLModel, table=True):
+    """One review condition that fired for a run's verdict: together, the run's place in the review queue."""
+
+    __tablename__ = "review_flags"
+    run_id: str = Field(primary_key=True)
+    condition: str = Field(primary_key=True)
+    detail: str
+    flagged_at: datetime = Field(index=True)
+
+
+class ReviewDecisionRow(SQLModel, table=True):
+    """A person's decision on a run's verdict. Never updated except ``latest``: a new decision on the same
+    run is a new row, and the council's own verdict stays untouched in ``verdicts``."""
+
+    __tablename__ = "review_decisions"
+    decision_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    reviewer: str
+    decided_at: datetime
+    label: str
+    note: str = ""
+    council_label: str | None = None
+    """The council's label (fact checks) when the decision was made: what the decision confirms or overturns."""
+    council_answer: str
+    verdict_id: str
+    """The council verdict the decision is about."""
+    solicited: bool
+    """The run was flagged for review; False: an unsolicited review (``--force``)."""
+    latest: bool = Field(index=True)
+    """The run's current decision (the newest); earlier ones are kept as history."""
+    supersedes: str | None = None
+    """The decision this one replaced."""
+
+
 class MigrationRow(SQLModel, table=True):
     __tablename__ = "council_migrations"
     name: str = Field(primary_key=True)
@@ -254,6 +304,42 @@ def _m0004_deliberation(conn: Any) -> None:
     _create(conn, ReviewRow, JudgementRow, EscalationRow)
 
 
+def _m0005_human_review(conn: Any) -> None:
+    _create(conn, RunTagRow, ReviewFlagRow, ReviewDecisionRow)
+    _add_column(conn, "batch_items", "tags_json", "VARCHAR")
+    _add_column(conn, "batch_items", "needs_review", "BOOLEAN")
+    _add_column(conn, "batch_items", "review_reasons", "VARCHAR")
+    _backfill_review_flags(conn)
+
+
+def _backfill_review_flags(conn: Any) -> None:
+    """Verdicts flagged before review conditions were recorded join the queue, with the conditions their
+    own fields show (the old rule flagged contested verdicts, any dissent and degraded councils)."""
+    import json
+
+    rows = []
+    for run_id, body, finished in conn.execute(text(
+            "SELECT v.run_id, v.body_json, r.finished_at FROM verdicts v JOIN runs r ON r.run_id = v.run_id")):
+        v = json.loads(body)
+        if not v.get("needs_human_review") or v.get("review_reasons"):
+            continue
+        found = []
+        if v.get("decided_by") == "adjudicator" or v.get("unresolved"):
+            found.append(("contested", "the weighted vote could not settle the verdict"))
+        if v.get("agreement", 1.0) < 1.0:
+            found.append(("low_agreement", f"agreement {v['agreement']:.2f} below 1.00"))
+        if v.get("degraded"):
+            found.append(("degraded", "; ".join(v.get("degraded_reasons") or []) or "degraded council"))
+        if isinstance(finished, str):  # SQLite hands a raw SELECT's timestamps back as text, in UTC
+            finished = datetime.fromisoformat(finished)
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        rows += [{"run_id": run_id, "condition": c, "detail": d, "flagged_at": finished or datetime.now(UTC)}
+                 for c, d in found or [("always", "flagged by its policy")]]
+    if rows:
+        conn.execute(ReviewFlagRow.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+
 def _m0006_call_queued_time(conn: Any) -> None:
     _add_column(conn, "calls", "queued_s", "FLOAT NOT NULL DEFAULT 0")
 
@@ -264,5 +350,6 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0002_claim_reconciliation", _m0002_claim_reconciliation),
     ("0003_batches", _m0003_batches),
     ("0004_deliberation", _m0004_deliberation),
+    ("0005_human_review", _m0005_human_review),
     ("0006_call_queued_time", _m0006_call_queued_time),
 ]
