@@ -386,9 +386,11 @@ def test_cli_table(cli_runs: dict[str, Proc]) -> None:
             for line in models_table.splitlines() if line.startswith("│")}
     assert list(rows) == ["judge", "m-a", "m-b", "m-c"]
     assert [line.split("│")[1].strip() for line in review_table.splitlines() if line.startswith("│")] == ["fact_check"]
-    # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95
+    # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95,
+    # queued p95, 429s
     assert rows["m-a"] == ["3", "5", "0%", "0%", "0%", "1", "0.75 (3/4)", "0.00 (0/1)", "75%", "0.005000", "0.23",
-                           "0.29"]
+                           "0.29", "0.00", "0"]
+    assert rows["m-b"][-1] == "1"  # its rate_limit failure
     assert rows["m-b"][:9] == ["3", "4", "50%", "33%", "0%", "0", "1.00 (2/2)", "1.00 (1/1)", "50%"]
     assert rows["m-c"][6:8] == ["0.00 (0/1)", "-"]
     assert rows["judge"][6:9] == ["-", "-", "-"]
@@ -401,7 +403,7 @@ def test_cli_json_has_the_api_numbers(cli_runs: dict[str, Proc]) -> None:
     payload = json.loads(proc.out)
     assert (payload["runs"], payload["degraded_runs"], payload["since"], payload["model"]) == (3, 1, None, None)
     got = {row["model"]: ModelStats.model_validate(row) for row in payload["models"]}
-    store = Store(proc.args[proc.args.index("--db") + 1])
+    store = Store(proc.argv[proc.argv.index("--db") + 1])
     assert got == by_model(model_stats(store))
     store.engine.dispose()
 
