@@ -206,7 +206,7 @@ def show(
 @_errors
 def graph(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link, graphml or prov-json (W3C PROV).")] = "node-link",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link, graphml, prov-json (W3C PROV) or html (interactive, offline).")] = "node-link",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
@@ -215,10 +215,18 @@ def graph(
     from council.errors import InputError
     from council.provenance.graph import build_graph, export_graph, to_prov
 
-    if fmt not in ("node-link", "graphml", "prov-json"):
-        raise InputError(f"unknown --format {fmt!r}: use node-link, graphml or prov-json")
+    if fmt not in ("node-link", "graphml", "prov-json", "html"):
+        raise InputError(f"unknown --format {fmt!r}: use node-link, graphml, prov-json or html")
     run = _store(db, config).load_run(run_id)
-    if fmt == "prov-json":
+    if fmt == "html":
+        from council.provenance.html import graph_view
+
+        view = graph_view(build_graph(run))
+        text = view.html()
+        if out is not None:
+            out.write_text(text, encoding="utf-8")
+        summary = f"an interactive page of {len(view.nodes)} nodes and {len(view.edges)} edges"
+    elif fmt == "prov-json":
         doc = to_prov(run)
         text = doc.serialize(format="json", indent=2)
         if out is not None:
