@@ -112,6 +112,10 @@ from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: 
 
 app.command("check")(_check_batch)
 
+from council.serve.cli import serve as _serve  # noqa: E402  (typer only; fastapi is imported when it runs)
+
+app.command("serve")(_errors(_serve))
+
 
 @app.command("check-one")
 @_errors

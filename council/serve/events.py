@@ -1,0 +1,106 @@
+"""A run's progress as events, read from the store while it runs.
+
+The engine writes every call record, answer, failure, cluster and the verdict the moment it has them, so
+following the store shows the run as it happens, whichever process runs it (this service, ``council ask``
+or a batch). Each poll compares what is stored with what was already told and yields the news in order:
+``run_started``, a ``call`` per finished attempt, ``member_answered``/``member_failed``, ``review``,
+``round`` and ``escalation`` for the calls of those stages (recipes that have them), ``clusters``,
+``adjudication``, ``verdict`` and, last, ``done`` (or ``error`` when the run failed before it opened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from council.errors import RunNotFound
+from council.store.db import Store, StoredRun
+from .contracts import RunEvent
+
+__all__ = ["follow_run"]
+
+_STAGE_EVENTS = {"adjudicate": "adjudication", "review": "review", "revise": "round", "escalate": "escalation"}
+
+
+class _Told:
+    def __init__(self) -> None:
+        self.started = False
+        self.calls: set[str] = set()
+        self.answers: set[str] = set()
+        self.failures: set[str] = set()
+        self.clusters = False
+
+
+def _news(run: StoredRun, told: _Told) -> list[RunEvent]:
+    rid = run.run_id
+    out: list[RunEvent] = []
+    if not told.started:
+        told.started = True
+        seats = ", ".join(f"{s.get('label')}: {(s.get('chain') or ['?'])[0]}" for s in run.panel)
+        out.append(RunEvent(type="run_started", run_id=rid, message=f"{run.task} started with panel {seats}"))
+    for c in run.calls:
+        if c.status == "pending" or c.call_id in told.calls:
+            continue
+        told.calls.add(c.call_id)
+        kind = _STAGE_EVENTS.get(c.node, "call")
+        what = f"{c.node} call of {c.member_label} to {c.model}: {c.status}" + (f" ({c.error_kind})" if c.error_kind else "")
+        out.append(RunEvent(type=kind, run_id=rid, member=c.member_label, model=c.model, status=c.status,  # type: ignore[arg-type]
+                            cost_usd=c.cost_usd, message=f"{what}, {c.latency_s:.2f} s, ${c.cost_usd:.6f}"))
+    for a in run.answers:
+        if a.answer_id not in told.answers:
+            told.answers.add(a.answer_id)
+            out.append(RunEvent(type="member_answered", run_id=rid, member=a.member_label, model=a.model,
+                                message=f"member {a.member_label} ({a.model}) answered: {a.answer[:200]}"))
+    for f in run.failures:
+        if f.member_label not in told.failures:
+            told.failures.add(f.member_label)
+            out.append(RunEvent(type="member_failed", run_id=rid, member=f.member_label, model=f.model_requested,
+                                status=f.error_kind, message=f"member {f.member_label} failed: {f.reason[:200]}"))
+    if run.clusters and not told.clusters:
+        told.clusters = True
+        contested = sum(1 for k in run.clusters if k.status in ("contested", "unresolved") or k.settled_by == "adjudicator")
+        out.append(RunEvent(type="clusters", run_id=rid,
+                            message=f"{len(run.clusters)} claim clusters, {contested} contested"))
+    return out
+
+
+def _final(run: StoredRun) -> list[RunEvent]:
+    rid = run.run_id
+    out = []
+    v = run.verdict
+    if v is not None:
+        out.append(RunEvent(type="verdict", run_id=rid, verdict=v, status=run.status, cost_usd=run.total_cost_usd,
+                            message=f"verdict: {(v.label + ': ') if v.label else ''}{v.answer[:300]} "
+                                    f"(confidence {v.confidence:.2f}{', DEGRADED' if v.degraded else ''})"))
+    out.append(RunEvent(type="done", run_id=rid, status=run.status, cost_usd=run.total_cost_usd,
+                        message=f"run {run.status}, total cost ${run.total_cost_usd:.6f}"))
+    return out
+
+
+async def follow_run(store: Store, run_id: str, poll_s: float, error_of: Callable[[str], str | None],
+                     wait_s: float = 60.0) -> AsyncIterator[RunEvent]:
+    """Yield the run's events until it ends. ``error_of(run_id)``: why a run started here failed, if it did
+    (a run that fails while planning never reaches the store). Waits up to ``wait_s`` for the run to appear."""
+    told = _Told()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            run = await asyncio.to_thread(store.load_run, run_id)
+        except RunNotFound:
+            err = error_of(run_id)
+            if err is not None or loop.time() > deadline:
+                yield RunEvent(type="error", run_id=run_id, message=err or f"no run {run_id}")
+                return
+            await asyncio.sleep(poll_s)
+            continue
+        for event in _news(run, told):
+            yield event
+        if run.status != "running":
+            err = error_of(run_id)
+            if err is not None and run.verdict is None:
+                yield RunEvent(type="error", run_id=run_id, message=err)
+            for event in _final(run):
+                yield event
+            return
+        await asyncio.sleep(poll_s)
