@@ -4,7 +4,6 @@ clusters, calls, costs, graphs, batches and model stats."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -71,13 +70,13 @@ async def run_events(run_id: str, request: Request) -> Any:
 @router.get("/runs", response_model=RunList, summary="List runs, newest first, with filters")
 async def runs(
     request: Request,
-    status: Annotated[str | None, Query(description="full, degraded, failed, running, ...")] = None,
+    status: Annotated[str | None, Query(description="running, done, degraded or failed")] = None,
     contested: Annotated[bool | None, Query(description="Only runs with (true) or without (false) contested claims")] = None,
     task: Annotated[Literal["ask", "check"] | None, Query()] = None,
     min_cost: Annotated[float | None, Query(ge=0)] = None,
     max_cost: Annotated[float | None, Query(ge=0)] = None,
-    since: Annotated[datetime | None, Query(description="Started at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="Started before (ISO 8601)")] = None,
+    since: Annotated[str | None, Query(description="Started at or after: 2026-11-01, 2026-11-01T12:00, or an age: 7d")] = None,
+    until: Annotated[str | None, Query(description="Started before (same forms as since)")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Text the question contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,

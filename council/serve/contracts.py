@@ -70,7 +70,7 @@ class RunRow(BaseModel):
     question: str
     recipe: str
     status: str
-    """``running``, ``full``, ``degraded``, ``failed``, ..."""
+    """``running``, ``done``, ``degraded`` or ``failed``."""
     verdict: str | None
     """The verdict's label (fact checks) or answer."""
     degraded: bool | None

@@ -7,7 +7,6 @@ Content-Security-Policy can forbid inline scripts."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +43,13 @@ def _opt_float(v: str | None) -> float | None:
         return None
 
 
-def _opt_date(v: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(v) if v else None
-    except ValueError:
-        return None
-
-
 @router.get("/", response_class=HTMLResponse)
 async def runs_page(request: Request) -> HTMLResponse:
     q = request.query_params
     contested = {"yes": True, "no": False}.get(q.get("contested", ""))
     f = RunFilters(status=q.get("status") or None, contested=contested, task=q.get("task") or None,
                    min_cost=_opt_float(q.get("min_cost")), max_cost=_opt_float(q.get("max_cost")),
-                   since=_opt_date(q.get("since")), until=_opt_date(q.get("until")), text=(q.get("q") or None))
+                   since=q.get("since") or None, until=q.get("until") or None, text=(q.get("q") or None))
     offset = max(0, int(q.get("offset", "0") or 0)) if (q.get("offset") or "0").isdigit() else 0
     page = await asyncio.to_thread(list_runs, _st(request).runs.store, f, 50, offset)
     return _page(request, "runs.html", page=page, filters=dict(q), title="runs")

@@ -24,10 +24,14 @@ class RunFilters:
     """Filters of the runs list; each None means any."""
 
     def __init__(self, *, status: str | None = None, contested: bool | None = None, task: str | None = None,
-                 min_cost: float | None = None, max_cost: float | None = None, since: datetime | None = None,
-                 until: datetime | None = None, text: str | None = None) -> None:
+                 min_cost: float | None = None, max_cost: float | None = None, since: datetime | str | None = None,
+                 until: datetime | str | None = None, text: str | None = None) -> None:
+        """``since``/``until``: a datetime, an ISO date or time, or an age (``7d``); InputError when unreadable."""
+        from council.store.windows import parse_when
+
         self.status, self.contested, self.task = status, contested, task
-        self.min_cost, self.max_cost, self.since, self.until, self.text = min_cost, max_cost, since, until, text
+        self.min_cost, self.max_cost, self.text = min_cost, max_cost, text
+        self.since, self.until = parse_when(since), parse_when(until)
 
 
 def _contested_clause() -> object:
