@@ -4,7 +4,8 @@ The model name picks the recipe and task (``council/research`` asks, ``council/f
 ``council/<recipe>`` asks with that recipe; ``GET /v1/models`` lists them). The last user message is the
 question (earlier turns are not given to the council: each run is one question). The reply's message is
 the verdict's answer (a fact check's starts with its label; a degraded council says so at the end); usage
-holds the tokens of every call the council made; the ``council`` field (and the ``X-Council-Run-Id``
+holds the tokens of every call the council made (a council that reaches no verdict, every member having
+failed, is an HTTP 502 error, not an answer); the ``council`` field (and the ``X-Council-Run-Id``
 header) carries the run id, its cost and status so a caller can trace it. With ``stream: true`` the
 verdict is sent when it is ready, after SSE comment lines reporting progress every few seconds (clients
 ignore comments; proxies see traffic).
@@ -137,8 +138,8 @@ def _error(exc: BaseException) -> JSONResponse:
 
 async def _finished(st: Any, run_id: str) -> StoredRun:
     run: StoredRun = await asyncio.to_thread(st.runs.store.load_run, run_id)
-    if run.verdict is None:
-        reasons = "; ".join(f"{f.member_label}: {f.reason}" for f in run.failures) or st.runs.errors.get(run_id, "")
+    if run.verdict is None or run.verdict.decided_by == "none":
+        reasons = "; ".join(f"{f.member_label}: {f.error_kind}" for f in run.failures) or st.runs.errors.get(run_id, "")
         raise _NoVerdict(f"the council reached no verdict (run {run_id}, {run.status}){': ' + reasons if reasons else ''}")
     return run
 
