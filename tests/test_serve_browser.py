@@ -170,3 +170,30 @@ def test_the_offline_html_file_works_without_a_server(live: Any, page: Any, tmp_
     page.wait_for_selector(".council-graph[data-ready]")
     assert page.locator("g.cg-node").count() == build_graph(_store(srv).load_run(run_id)).number_of_nodes()
     assert requests == [path.as_uri()]  # nothing fetched: script, style and data are inline
+
+
+def test_batch_page_shows_live_progress(live: Any, page: Any) -> None:
+    import threading
+    import time
+
+    from council.batch.runner import check_many
+
+    slow = {name: {"latency": 0.4, "answers": [{"content": answer("SUPPORTED.", [("It holds.", 0.8)],
+                                                                  label="SUPPORTED")}]} for name in ("m-a", "m-b", "m-c")}
+    srv = live(panel_script(**slow))
+    claims = [f"Claim number {i} holds." for i in range(6)]
+    db = _store(srv).url
+    worker = threading.Thread(target=check_many, args=(claims,), kwargs={
+        "config": str(srv.config_path), "db": db, "concurrency": 1}, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not (batches := httpx.get(srv.url + "/api/batches", timeout=30).json()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    page.goto(f"{srv.url}/batches/{batches[0]['batch_id']}")
+    first = int(page.inner_text("#batch-done"))
+    assert first < 6 and page.inner_text("#batch-total") == "6"
+    sync_api.expect(page.locator("#batch-done")).to_have_text("6", timeout=120_000)  # no reload: the page polls
+    worker.join(timeout=120)
+    assert page.evaluate("document.getElementById('batch-progress').value") == 6
+    assert "full 6" in page.inner_text("#batch-counts")
