@@ -21,6 +21,9 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body accepted.")] = 1_000_000,
 ) -> None:
     """Serve the HTTP API, the OpenAI-compatible endpoint (/v1) and the web pages of runs."""
+    import os
+
+    from council.config.settings import CONFIG_ENV
     from council.errors import ConfigError
 
     try:
@@ -34,6 +37,10 @@ def serve(
     settings = ServeSettings(host=host, port=port, config=config, db=url, token=token, cors_origins=cors_origin or [],
                              max_question_chars=max_question_chars, max_body_bytes=max_body_bytes).check()
     app = create_app(settings)
+    if config is None and not os.environ.get(CONFIG_ENV):
+        from council.config.local import DEMO_NOTICE
+
+        typer.echo(DEMO_NOTICE, err=True)
     where = f"[{host}]" if ":" in host else host
     typer.echo(f"council serving on http://{where}:{port}/ (API /api, OpenAI-compatible /v1, schema /openapi.json)"
                + (" · token required" if settings.token else ""), err=True)

@@ -19,7 +19,16 @@ from .contracts import RunEvent
 
 __all__ = ["follow_run"]
 
-_STAGE_EVENTS = {"adjudicate": "adjudication", "review": "review", "revise": "round", "escalate": "escalation"}
+_STAGE_EVENTS = {"adjudicate": "adjudication", "review": "review", "revise": "round", "round": "round",
+                 "escalate": "escalation", "escalation": "escalation"}
+
+
+def _event_kind(node: str) -> str:
+    """The event a finished call of graph node ``node`` is told as (a node of a stage: by its stem)."""
+    for stem, kind in _STAGE_EVENTS.items():
+        if node == stem or node.startswith(stem):
+            return kind
+    return "call"
 
 
 class _Told:
@@ -42,7 +51,7 @@ def _news(run: StoredRun, told: _Told) -> list[RunEvent]:
         if c.status == "pending" or c.call_id in told.calls:
             continue
         told.calls.add(c.call_id)
-        kind = _STAGE_EVENTS.get(c.node, "call")
+        kind = _event_kind(c.node)
         what = f"{c.node} call of {c.member_label} to {c.model}: {c.status}" + (f" ({c.error_kind})" if c.error_kind else "")
         out.append(RunEvent(type=kind, run_id=rid, member=c.member_label, model=c.model, status=c.status,  # type: ignore[arg-type]
                             cost_usd=c.cost_usd, message=f"{what}, {c.latency_s:.2f} s, ${c.cost_usd:.6f}"))

@@ -15,14 +15,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from council.provenance.html import json_for_script
 from .queries import RunFilters, batch_detail, list_batches, list_runs, run_costs
 
 __all__ = ["router", "templates"]
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
-templates.env.filters["script_json"] = lambda v: Markup(json_for_script(v))
 templates.env.filters["usd"] = lambda v: "" if v is None else f"{v:.6f}"
 templates.env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.0f}%"
 templates.env.filters["when"] = lambda v: "" if v is None else v.strftime("%Y-%m-%d %H:%M:%S")
