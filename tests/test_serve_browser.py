@@ -197,3 +197,16 @@ def test_batch_page_shows_live_progress(live: Any, page: Any) -> None:
     worker.join(timeout=120)
     assert page.evaluate("document.getElementById('batch-progress').value") == 6
     assert "full 6" in page.inner_text("#batch-counts")
+
+
+def test_a_running_run_page_follows_the_run_to_its_verdict(live: Any, page: Any) -> None:
+    slow = panel_script(**{"m-c": {"latency": 1.5, "answers": [{"content": answer("Yes.", [
+        ("The Great Wall is visible to the naked eye from low Earth orbit.", 0.6)])}]}})
+    srv = live(slow)
+    with httpx.Client(timeout=120) as c:
+        run_id = c.post(srv.url + "/api/runs", json={"question": GREAT_WALL}).json()["run_id"]
+    page.goto(f"{srv.url}/runs/{run_id}")
+    assert page.locator("#live").count() == 1  # still running when the page was served
+    page.wait_for_selector("#live .events li")
+    page.wait_for_selector("#verdict .answer")  # the page reloads itself when the run is done
+    assert page.inner_text("#verdict .answer") == _store(srv).load_run(run_id).verdict.answer
