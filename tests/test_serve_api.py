@@ -152,6 +152,9 @@ def test_bad_requests_get_clear_errors(live: Any) -> None:
         huge = c.post("/api/runs", json={"question": "why?", "sources": [{"text": "y" * 6000}]})
         recipe = c.post("/api/runs", json={"question": "why?", "recipe": "nope"})
         missing = c.get("/api/runs/0123456789abcdef")
+        missing_events = _events(c, "0123456789abcdef")
+        chunked = c.post("/api/runs", content=(b"x" * 1000 for _ in range(10)), headers={"content-type": "application/json"})
+        no_route = c.get("/api/nothing-here")
         not_json = c.post("/api/runs", content="question=why", headers={"content-type": "application/x-www-form-urlencoded"})
         page404 = c.get("/runs/0123456789abcdef", headers={"accept": "text/html"})
     assert empty.status_code == 422 and "question" in empty.json()["error"]["message"]
@@ -160,6 +163,9 @@ def test_bad_requests_get_clear_errors(live: Any) -> None:
     assert huge.status_code == 413 and "5000 bytes" in huge.json()["error"]["message"]
     assert recipe.status_code == 400 and "unknown recipe 'nope'" in recipe.json()["error"]["message"]
     assert missing.status_code == 404 and missing.json()["error"]["message"] == "no such run"
+    assert [(k, e["message"]) for k, e in missing_events] == [("error", "no such run")]
+    assert chunked.status_code == 413 and "5000 bytes" in chunked.json()["error"]["message"]  # streamed, no length
+    assert no_route.status_code == 404 and no_route.json()["error"]["code"] == 404
     assert not_json.status_code == 422
     assert page404.status_code == 404 and "no such run" in page404.text
     assert not srv.scripted.requests  # nothing reached a model

@@ -60,7 +60,7 @@ async def run_events(run_id: str, request: Request) -> Any:
 
     async def gen() -> Any:
         n = 0
-        async for ev in follow_run(st.runs.store, run_id, st.settings.poll_s, st.runs.errors.get):
+        async for ev in follow_run(st.runs.store, run_id, st.settings.poll_s, st.runs.errors.get, st.runs.starting):
             n += 1
             yield {"event": ev.type, "id": str(n), "data": ev.model_dump_json(exclude_none=True)}
 

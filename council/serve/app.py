@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from council.errors import CouncilError
 from .errors import public_error
@@ -70,6 +71,14 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         return JSONResponse({"error": {"message": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
                                        "type": "invalid_request_error", "code": 422}}, status_code=422)
 
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if _wants_html(request):
+            return pages.templates.TemplateResponse(request, "error.html", {"status": exc.status_code, "message": str(
+                exc.detail), "title": "error"}, status_code=exc.status_code)
+        return JSONResponse({"error": {"message": str(exc.detail), "type": "http_error", "code": exc.status_code}},
+                            status_code=exc.status_code)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(CouncilError, council_error)
     app.add_exception_handler(RequestValidationError, invalid)  # type: ignore[arg-type]
     if settings.cors_origins:

@@ -14,6 +14,7 @@ ignore comments; proxies see traffic).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -189,14 +190,10 @@ def _chunk(run_id: str, model: str, created: int, delta: dict[str, Any], finish:
            **extra: Any) -> str:
     body = {"id": f"chatcmpl-{run_id}", "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-    import json
-
     return f"data: {json.dumps(body)}\n\n"
 
 
 async def _stream(st: Any, model: str, run_id: str, job: asyncio.Task[Any], include_usage: bool) -> AsyncIterator[str]:
-    import json
-
     created = int(time.time())
     yield _chunk(run_id, model, created, {"role": "assistant", "content": ""})
     started = time.monotonic()

@@ -87,9 +87,10 @@ def _final(run: StoredRun) -> list[RunEvent]:
 
 
 async def follow_run(store: Store, run_id: str, poll_s: float, error_of: Callable[[str], str | None],
-                     wait_s: float = 60.0) -> AsyncIterator[RunEvent]:
+                     starting: Callable[[str], bool], wait_s: float = 60.0) -> AsyncIterator[RunEvent]:
     """Yield the run's events until it ends. ``error_of(run_id)``: why a run started here failed, if it did
-    (a run that fails while planning never reaches the store). Waits up to ``wait_s`` for the run to appear."""
+    (a run that fails while planning never reaches the store); ``starting(run_id)``: the run was started
+    here and may not be in the store yet (waited for up to ``wait_s``); any other unknown id is an error."""
     told = _Told()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
@@ -98,8 +99,8 @@ async def follow_run(store: Store, run_id: str, poll_s: float, error_of: Callabl
             run = await asyncio.to_thread(store.load_run, run_id)
         except RunNotFound:
             err = error_of(run_id)
-            if err is not None or loop.time() > deadline:
-                yield RunEvent(type="error", run_id=run_id, message=err or f"no run {run_id}")
+            if err is not None or not starting(run_id) or loop.time() > deadline:
+                yield RunEvent(type="error", run_id=run_id, message=err or "no such run")
                 return
             await asyncio.sleep(poll_s)
             continue

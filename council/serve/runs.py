@@ -115,6 +115,11 @@ class RunManager:
                               title=src.title or f"text {i}", text=src.text))
         return out
 
+    def starting(self, run_id: str) -> bool:
+        """True while a run started by this service is still going (it may not be in the store yet)."""
+        job = self._tasks.get(run_id)
+        return job is not None and not job.done()
+
     def running(self) -> int:
         return sum(1 for t in self._tasks.values() if not t.done())
 

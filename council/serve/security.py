@@ -22,6 +22,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
+
 from .settings import ServeSettings, is_loopback
 
 __all__ = ["COOKIE", "Guard", "token_ok"]
@@ -61,8 +63,12 @@ def token_ok(expected: str | None, headers: dict[str, str]) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """A streamed body passed the limit (an HTTPException, so the framework answers 413 rather than
+    calling it a parse error)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
 
 
 class Guard:
@@ -90,7 +96,7 @@ class Guard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return message
 
         started = False
