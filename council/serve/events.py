@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+from council.calls.records import CallRecord
 from council.errors import RunNotFound
 from council.store.db import Store, StoredRun
 from .contracts import RunEvent
@@ -47,14 +48,12 @@ def _news(run: StoredRun, told: _Told) -> list[RunEvent]:
         told.started = True
         seats = ", ".join(f"{s.get('label')}: {(s.get('chain') or ['?'])[0]}" for s in run.panel)
         out.append(RunEvent(type="run_started", run_id=rid, message=f"{run.task} started with panel {seats}"))
-    for c in run.calls:
-        if c.status == "pending" or c.call_id in told.calls:
-            continue
-        told.calls.add(c.call_id)
-        kind = _event_kind(c.node)
-        what = f"{c.node} call of {c.member_label} to {c.model}: {c.status}" + (f" ({c.error_kind})" if c.error_kind else "")
-        out.append(RunEvent(type=kind, run_id=rid, member=c.member_label, model=c.model, status=c.status,  # type: ignore[arg-type]
-                            cost_usd=c.cost_usd, message=f"{what}, {c.latency_s:.2f} s, ${c.cost_usd:.6f}"))
+    # One poll can see several steps at once: tell them in the run's order (members' calls, their answers
+    # and failures, then the clusters, then the later stages' calls by the time they finished).
+    calls = sorted((c for c in run.calls if c.status != "pending" and c.call_id not in told.calls),
+                   key=lambda c: c.finished_at)
+    for c in (c for c in calls if c.node in ("member", "cluster")):
+        out.append(_call_event(rid, c, told))
     for a in run.answers:
         if a.answer_id not in told.answers:
             told.answers.add(a.answer_id)
@@ -70,7 +69,16 @@ def _news(run: StoredRun, told: _Told) -> list[RunEvent]:
         contested = sum(1 for k in run.clusters if k.status in ("contested", "unresolved") or k.settled_by == "adjudicator")
         out.append(RunEvent(type="clusters", run_id=rid,
                             message=f"{len(run.clusters)} claim clusters, {contested} contested"))
+    for c in (c for c in calls if c.node not in ("member", "cluster")):
+        out.append(_call_event(rid, c, told))
     return out
+
+
+def _call_event(rid: str, c: CallRecord, told: _Told) -> RunEvent:
+    told.calls.add(c.call_id)
+    what = f"{c.node} call of {c.member_label} to {c.model}: {c.status}" + (f" ({c.error_kind})" if c.error_kind else "")
+    return RunEvent(type=_event_kind(c.node), run_id=rid, member=c.member_label, model=c.model,  # type: ignore[arg-type]
+                    status=c.status, cost_usd=c.cost_usd, message=f"{what}, {c.latency_s:.2f} s, ${c.cost_usd:.6f}")
 
 
 def _final(run: StoredRun) -> list[RunEvent]:
