@@ -9,6 +9,7 @@ Public names are imported lazily: ``import council`` loads neither litellm nor l
 The package is layered; imports point down only (checked by import-linter's contracts in pyproject.toml):
 
     cli                      the ``council`` command
+    serve                    ``council serve``: HTTP API, OpenAI-compatible endpoint, web viewer
     batch                    batch runs of fact checks (input files, runner, helper processes)
     pipeline                 typed state, the LangGraph wiring, the ``Council`` API
     provenance               provenance graph, PROV, traces, drawing, monitoring

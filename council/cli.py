@@ -237,6 +237,10 @@ from council.review.cli import app as _review_app  # noqa: E402  (typer only)
 
 app.add_typer(_review_app, name="review")
 
+from council.serve.cli import serve as _serve  # noqa: E402  (typer only; fastapi is imported when it runs)
+
+app.command("serve")(_errors(_serve))
+
 
 @app.command("check-one")
 @_errors
@@ -353,7 +357,7 @@ def show(
 @_errors
 def graph(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough), or 'last' for the newest run.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link, graphml or prov-json (W3C PROV).")] = "node-link",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="node-link, graphml, prov-json (W3C PROV) or html (interactive, offline).")] = "node-link",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
@@ -362,11 +366,19 @@ def graph(
     from council.errors import InputError
     from council.provenance.graph import build_graph, export_graph, to_prov
 
-    if fmt not in ("node-link", "graphml", "prov-json"):
-        raise InputError(f"unknown --format {fmt!r}: use node-link, graphml or prov-json")
+    if fmt not in ("node-link", "graphml", "prov-json", "html"):
+        raise InputError(f"unknown --format {fmt!r}: use node-link, graphml, prov-json or html")
     store = _store(db, config)
     run = store.load_run(_run_ref(store, run_id))
-    if fmt == "prov-json":
+    if fmt == "html":
+        from council.provenance.html import graph_view
+
+        view = graph_view(build_graph(run))
+        text = view.html()
+        if out is not None:
+            out.write_text(text, encoding="utf-8")
+        summary = f"an interactive page of {len(view.nodes)} nodes and {len(view.edges)} edges"
+    elif fmt == "prov-json":
         doc = to_prov(run)
         text = doc.serialize(format="json", indent=2)
         if out is not None:

