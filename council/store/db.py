@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -195,6 +196,7 @@ class Store:
         self._deferred, self._intents = [], set()
         self.url = _with_driver(resolve_db_url(url))
         self._opened = False
+        self._open_lock = threading.Lock()
         self._call_listeners: list[Callable[[CallRecord], None]] = []
         try:
             args: dict[str, Any] = {"timeout": 30} if self.url.startswith("sqlite") else {}
@@ -229,15 +231,14 @@ class Store:
                 folder.mkdir(parents=True, exist_ok=True)  # the default location's folder (see resolve_db_url)
             except OSError as exc:
                 raise StoreError(f"cannot open database {self.url}: cannot create {folder}: {exc.strerror or exc}") from None
-        self._opened = True
-        try:
-            self.migrate()
-        except SQLAlchemyError as exc:
-            self._opened = False
-            raise StoreError(f"cannot open database {self.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
-        except BaseException:
-            self._opened = False
-            raise
+        with self._open_lock:  # threads (asyncio.to_thread, a web server) may all be first to use it
+            if self._opened:
+                return
+            try:
+                self.migrate()
+            except SQLAlchemyError as exc:
+                raise StoreError(f"cannot open database {self.safe_url}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
+            self._opened = True  # only now: nobody reads tables that are not there yet
 
     @property
     def safe_url(self) -> str:
@@ -295,7 +296,7 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply pending migrations in order; return the names applied."""
         applied: list[str] = []
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             # Several processes may open a new database at once (a batch of `council` commands): take the
             # write lock first, or both create the tables and one fails with "table ... already exists".
             if conn.dialect.name == "sqlite":

@@ -33,8 +33,10 @@ from council.ids import content_id
 from .sql import insert_or_ignore
 from .tables import BatchItemRow, BatchRow, CallRow, RunRow
 
-__all__ = ["BatchItemRow", "BatchRow", "BatchStore", "ClaimItem", "LeasedItem", "new_owner", "run_id_for"]
+__all__ = ["BatchItemRow", "BatchRow", "BatchStore", "ClaimItem", "FINAL_STATUSES", "LeasedItem", "new_owner", "run_id_for"]
 
+FINAL_STATUSES = ("full", "degraded", "failed", "skipped_budget", "invalid")
+"""Statuses an item ends in (the others are ``pending`` and ``running``)."""
 _CHUNK = 500
 
 
