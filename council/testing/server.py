@@ -451,7 +451,7 @@ async def _serve_until_signalled(server: ScriptedServer, write_config: str | Non
 
     await server.astart()
     if write_config is not None:
-        from .demo import demo_config_toml, script_config
+        from .panel import demo_config_toml, script_config
 
         # Written once listening (a script can wait for the file), atomically (never half a file).
         target = Path(write_config)
@@ -498,13 +498,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--adjudicator goes with --script and --write-config")
     try:
         if args.example:
-            from .demo import demo_script
+            from .panel import demo_script
 
             server = ScriptedServer(demo_script(), host=args.host, port=args.port)
         else:
             server = ScriptedServer(args.script, host=args.host, port=args.port)
         if args.adjudicator:
-            from .demo import script_config
+            from .panel import script_config
 
             script_config(list(server.script.models), "http://check", args.adjudicator)  # fail before listening
     except ValueError as exc:
