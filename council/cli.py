@@ -161,63 +161,6 @@ def _council(config: Path | None, db: str | None, recipe: str | None = None) -> 
     return council
 
 
-class _Progress:
-    """Live progress of one run on a terminal (stderr): a line per member and the adjudicator, fed by the
-    call records as the store writes them, so what it shows is what is recorded. Off when stderr is not a
-    terminal; gone once the run ends (the result is printed instead)."""
-
-    def __init__(self, council: Any) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.council = council
-        self.live: Any = None
-        self.started = 0.0
-        self.seats: dict[str, tuple[str, str, int, float]] = {}  # label -> (model, status, attempt, since)
-
-    def __enter__(self) -> _Progress:
-        if not self.console.is_terminal:
-            return self
-        import time
-
-        from rich.live import Live
-
-        self.started = time.monotonic()
-        self.council.store.on_call(self._record)
-        self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
-        self.live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.live.stop()
-
-    def _record(self, r: Any) -> None:
-        import time
-
-        label = {"adjudicate": "adjudicator", "cluster": "clustering"}.get(r.node, r.member_label)
-        status = "answering" if r.status == "pending" else r.status + (f" ({r.error_kind})" if r.error_kind else "")
-        self.seats[label] = (r.model, status, r.attempt, time.monotonic())
-
-    def __rich__(self) -> Any:
-        import time
-
-        from rich.console import Group
-        from rich.spinner import Spinner
-        from rich.table import Table
-
-        elapsed = time.monotonic() - self.started
-        what = "preparing the council (loading models)" if not self.seats else "council at work"
-        t = Table.grid(padding=(0, 2))
-        for label, (model, status, attempt, _since) in sorted(self.seats.items()):
-            t.add_row(label, model, f"try {attempt}", status)
-        return Group(Spinner("dots", text=f"{what} · {elapsed:.0f} s"), t)
-
-
-def _progress(council: Any) -> _Progress:
-    return _Progress(council)
-
-
 def _sources(paths: list[Path] | None) -> list[Path]:
     from council.errors import InputError
 
@@ -320,8 +263,9 @@ def stats(
     from council.review.stats import review_stats, review_table
 
     store = _store(db, config)
-    report = stats_report(store, since, model, until=until, by=by)  # type: ignore[arg-type]
-    review = review_stats(store, since, until)
+    with _busy("reading the call records"):
+        report = stats_report(store, since, model, until=until, by=by)  # type: ignore[arg-type]
+        review = review_stats(store, since, until)
     if as_json:
         payload = report.model_dump(mode="json")
         payload["review"] = [r.model_dump(mode="json") for r in review]
@@ -403,7 +347,9 @@ def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
     c = Council(config)
     rows = []
-    for e in c.catalog:
+    with _busy("resolving the catalog against litellm's model map"):
+        catalog = c.catalog
+    for e in catalog:
         qualifies = {p: exclusion_reason(e, pol, RequestNeeds()) for p, pol in c.config.policies.items()}
         rows.append((e, qualifies))
     if as_json:
@@ -457,58 +403,6 @@ def policies_markdown(policies: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _decided(v: Any) -> str:
-    """How the verdict was reached, in words that agree with the cluster counts printed under it."""
-    if v.decided_by == "none":
-        return "NO VERDICT"
-    if v.decided_by == "adjudicator":
-        ruled = len(v.settled_by_adjudicator)
-        return "decided by adjudicator" + (
-            f" (it ruled on {ruled} of {ruled + len(v.unresolved)} contested clusters)" if v.unresolved else "")
-    if any("unsettled" in r for r in v.degraded_reasons):
-        return "NOT SETTLED by vote: the best-backed answer of an unsettled vote (the adjudicator could not rule)"
-    return "decided by vote"
-
-
-def _verdict_panel(v: Any, decisions: list[Any] | None = None) -> Any:
-    from rich.panel import Panel
-    from rich.text import Text
-
-    from council.display import shorten
-
-    head = Text()
-    head.append(f"{v.label + ': ' if v.label else ''}{v.answer}\n", style="bold")
-    if v.decided_by == "none":
-        head.append(f"{_decided(v)} · {v.members_answered}/{v.members_total} members answered (quorum {v.quorum})")
-    else:
-        head.append(f"confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · {_decided(v)} · "
-                    f"{v.members_answered}/{v.members_total} members answered (quorum {v.quorum})")
-    if v.degraded:
-        head.append("\nDEGRADED COUNCIL: ", style="yellow")
-        head.append("; ".join(v.degraded_reasons))
-    decision = next((d for d in decisions or [] if d.latest), None)
-    if decision is not None:
-        head.append(f"\nhuman verdict: {decision.label}", style="bold")
-        head.append(f" by {decision.reviewer} {decision.decided_at:%Y-%m-%d %H:%M} UTC "
-                    f"({'overturns' if decision.overturns else 'confirms'} the council"
-                    f"{'; unsolicited' if not decision.solicited else ''}"
-                    f"{f'; {len(decisions) - 1} earlier decision(s)' if len(decisions or []) > 1 else ''})"
-                    + (f": {shorten(decision.note, 80)}" if decision.note else ""))
-    elif v.needs_human_review:
-        head.append("\nneeds human review (policy): ", style="yellow")
-        head.append("; ".join(f"{r.condition} ({r.detail})" for r in v.review_reasons))
-    if v.clusters_total:
-        head.append(f"\n{v.clusters_total} claim clusters: {len(v.settled_by_vote)} settled by vote, "
-                    f"{len(v.settled_by_adjudicator)} by the adjudicator, {len(v.unresolved)} unresolved")
-    if v.majority_answer is not None:
-        head.append(f"\nplain majority: {shorten(v.majority_answer, 100)}")
-    if v.best_member is not None:
-        head.append(" · " if v.majority_answer is not None else "\n")
-        head.append(f"best single member ({v.best_member}, {v.best_member_model}): "
-                    f"{shorten(v.best_member_answer or '', 100)}")
-    return Panel(head, title="verdict", expand=False)
-
-
 def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
         payload = result.model_dump(mode="json")
@@ -518,41 +412,22 @@ def _print_result(result: Any, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    from council.display import Col, print_table
+    from council.display import print_run
 
     con = Console()
-    v = result.verdict
-    if v is not None:
-        con.print(_verdict_panel(v, getattr(result, "decisions", [])))
-    support = set(v.support if v else [])
-    against = set(v.contradicted if v else [])
-    cluster_label = {cid: k.label for k in result.clusters for cid in k.claim_ids}
-    rows = []
-    for c in result.claims:
-        mark = "supports" if c.claim_id in support else ("rejected" if c.claim_id in against else "")
-        evidence = ", ".join(f"{x.source_id}{' ✓' if x.verified else (' ✗' if x.verified is False else '')}" for x in c.citations)
-        rows.append([c.text, c.member_label, c.model, f"{c.confidence:.2f}", mark, cluster_label.get(c.claim_id, ""),
-                     evidence])
-    print_table(con, [Col("claim", "text"), Col("member"), Col("model"), Col("conf.", "num"), Col("verdict"),
-                      Col("cluster"), Col("evidence")], rows, title="claims")
-    if result.clusters:
-        print_table(con, [Col("cluster"), Col("status"), Col("settled by"), Col("support", "num"), Col("members"),
-                          Col("claim", "text")],
-                    [[k.label, k.status, k.settled_by, f"{k.support:.2f}", ",".join(k.member_labels), k.text]
-                     for k in result.clusters], title="clusters")
-    calls = []
-    for r in result.calls:
-        status = r.status + (f" ({r.error_kind})" if r.error_kind else "")
-        calls.append([r.member_label, str(r.attempt),
-                      r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"), status,
-                      f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}",
-                      f"{r.queued_s:.2f}"])
-    print_table(con, [Col("member"), Col("try", "num"), Col("model"), Col("status"), Col("tokens in/out", "num"),
-                      Col("cost USD", "num"), Col("cost source"), Col("latency s", "num"), Col("queued s", "num")],
-                calls, title="calls")
-    print_stages(con, result)
-    con.print(f"run {result.run_id} · total cost ${result.total_cost_usd:.6f} · {len(result.calls)} calls",
-              markup=False, highlight=False)
+    print_run(con, result, before_total=lambda: print_stages(con, result))
+
+
+def _progress(council: Any) -> Any:
+    from council.display import RunProgress
+
+    return RunProgress(council.store)
+
+
+def _busy(message: str) -> Any:
+    from council.display import busy
+
+    return busy(message)
 
 
 def main() -> None:

@@ -246,10 +246,10 @@ def test_runs_lists_both_runs(cli: Cli) -> None:
     p = cli.runs["runs"]
     assert p.code == 0, p.err
     assert cli.run_id and cli.json_run_id
-    mine = _row(p.out, cli.run_id[:12])
+    mine = _row(p.out, cli.run_id)  # the whole id: identifiers are never cut
     assert mine[2] == "ask" and mine[3].startswith("Is the Great Wall of China visible")
     assert mine[4].startswith("No: the Great Wall") and mine[5] == "done" and mine[6] == "0.006440"
-    other = _row(p.out, cli.json_run_id[:12])
+    other = _row(p.out, cli.json_run_id)
     assert other[3].startswith("Can astronauts see") and other[4] == "No, it is not visible."
     assert other[5] == "degraded" and other[6] == "0.002100"
 

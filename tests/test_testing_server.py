@@ -420,3 +420,41 @@ def test_cli_bad_script_exits_2_with_one_error_line(tmp_path):
     lines = err.splitlines()
     assert len(lines) == 1 and "bad.toml" in lines[0] and "latency" in lines[0]
     assert "Traceback" not in err
+
+
+def test_cli_writes_a_config_for_the_example_or_a_script_once_listening(tmp_path):
+    import tomllib
+
+    from council.config.settings import load_config
+
+    proc = _cli("--example", "--write-config", str(tmp_path / "demo.toml"))
+    try:
+        base_url = proc.stdout.readline().strip().removeprefix("listening on ")
+        cfg = load_config(tmp_path / "demo.toml")  # written before the line was printed
+        assert {e.name for e in cfg.models} == {"atlas", "borealis", "cirrus", "dune", "judge"}
+        assert {e.api_base for e in cfg.models} == {base_url}
+        assert cfg.policies["adjudication"].allowed_models == ("judge",)
+        assert tomllib.loads((tmp_path / "demo.toml").read_text())["database"] == "demo.db"  # next to the config
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    script = tmp_path / "s.json"
+    script.write_text('{"models": {"a": {"answers": [{"content": "x"}]}, "b": {"answers": [{"content": "y"}]}}}')
+    proc = _cli("--script", str(script), "--write-config", str(tmp_path / "s.toml"), "--adjudicator", "b")
+    try:
+        proc.stdout.readline()
+        cfg = load_config(tmp_path / "s.toml")
+        assert cfg.policies["research"].allowed_models == ("a",) and cfg.policies["research"].panel_size == 1
+        assert cfg.policies["adjudication"].allowed_models == ("b",)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    for args, message in (
+        (["--script", str(script), "--write-config", str(tmp_path / "x.toml")], "needs --adjudicator MODEL"),
+        (["--script", str(script), "--write-config", str(tmp_path / "x.toml"), "--adjudicator", "zz"],
+         "the adjudicator 'zz' is not a model of the script (a, b)"),
+    ):
+        proc = _cli(*args)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2 and message in err and out == "" and "Traceback" not in err
+    assert not (tmp_path / "x.toml").exists()
