@@ -54,6 +54,14 @@ def check(
                                            "data dir).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="Where the councils run: local (this machine's processes) or "
+                                        "ray (Ray actors; pip install \"council[ray]\").")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="With --engine ray: an existing cluster "
+                                                    "(auto, HOST:PORT or ray://HOST:PORT); default: start a local one.",
+                                                    show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, max=4096, help=(
+        "With --engine ray: actors, one CPU each (default: the cluster's CPUs); -j is shared between them."),
+        show_default=False)] = None,
     helper_of: Annotated[int | None, typer.Option("--helper-of", hidden=True)] = None,
 ) -> None:
     """Fact-check every claim of a JSONL or CSV file: many councils at once, resumable, within a budget.
@@ -86,6 +94,7 @@ def check(
                 claims, config=config, db=db_url, concurrency=concurrency, budget_usd=budget_usd, out=out,
                 batch_id=batch_id, retry_failed=retry_failed, max_claim_chars=max_claim_chars, processes=processes,
                 on_progress=bar.update, on_bad_row=None if helper_of else bad_row, _helper=helper_of is not None,
+                **_engine_args(engine, ray_address, workers),
             ))
     except CouncilError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -104,6 +113,13 @@ def check(
     code = 0 if exit_zero else report.exit_code(allow_contested)
     if code:
         raise typer.Exit(code)
+
+
+def _engine_args(engine: str, ray_address: str | None, workers: int | None) -> dict[str, Any]:
+    """The engine options, passed only when given (the local engine's call stays as it was)."""
+    if engine == "local" and ray_address is None and workers is None:
+        return {}
+    return {"engine": engine, "ray_address": ray_address, "workers": workers}
 
 
 class _ProgressBar:

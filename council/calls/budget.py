@@ -59,14 +59,16 @@ class Budget:
             own = self.limit_usd - self._spent - self._held
         return min(own, self.parent.remaining_usd) if self.parent is not None else own
 
-    def reserve(self, amount: float) -> Reservation | None:
-        """Hold ``amount``; None when it would take spent+held past the limit (here or in the parent)."""
+    def reserve(self, amount: float, policy: str | None = None) -> Reservation | None:
+        """Hold ``amount``; None when it would take spent+held past the limit (here or in the parent).
+        ``policy``: the name of the task policy governing the call (a budget kept in the database applies
+        the ceilings set for it; this one ignores it)."""
         with self._lock:
             if self._spent + self._held + amount > self.limit_usd + 1e-12:
                 return None
             parent = None
             if self.parent is not None:
-                parent = self.parent.reserve(amount)
+                parent = self.parent.reserve(amount, policy)
                 if parent is None:
                     return None
             self._held += amount

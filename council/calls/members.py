@@ -207,7 +207,7 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
         while True:
             reservation = None
             if ctx.budget is not None:
-                reservation = ctx.budget.reserve(worst if worst is not None else 0.0)
+                reservation = ctx.budget.reserve(worst if worst is not None else 0.0, ctx.policy.name)
                 if reservation is None:
                     attempt += 1
                     last_kind = "budget"

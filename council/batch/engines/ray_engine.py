@@ -1,0 +1,293 @@
+"""``council check FILE --engine ray``: a batch's claims checked by Ray actors, on one machine or a cluster.
+
+The driver (the process the user started) reads the input, records the batch and its claims in the
+database exactly as a local batch does, and starts ``workers`` actors (``ray_worker.ClaimWorker``), each
+with one CPU and its share of ``concurrency``. The actors take claims from the database by atomic lease,
+so the database, not Ray, decides who checks what; Ray only places and restarts the actors. Every side
+effect is keyed (claims by batch and item, runs by a deterministic id, call records by run/node/label/
+attempt, budget holds by hold id) and written insert-or-ignore or by conditional update, so a task Ray
+retries or an actor it restarts never produces a second call record or a second result.
+
+While they work, the driver polls the actors' counters (and the database for how many claims are left)
+and feeds the same ``BatchProgress`` to ``on_progress`` as a local run; at the end it builds the same
+``BatchReport`` from the database. Without ``ray_address``, a local Ray instance (loopback only) is
+started and stopped; usage statistics are always switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from council.errors import ConfigError, CouncilError, InputError
+from .ray_worker import ClaimWorker, WorkerProgress, WorkerSpec
+
+__all__ = ["acheck_many_ray", "connect", "NAMESPACE"]
+
+log = logging.getLogger("council.batch")
+
+NAMESPACE = "council"
+"""The Ray namespace of the batch actors (named ``council-<batch>-<token>-<i>``)."""
+_POLL_S = 0.5
+_FORWARDED_ENV = ("LITELLM_LOCAL_MODEL_COST_MAP", "COUNCIL_CONFIG")
+_ACTOR_GONE = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError")
+
+
+def _ray() -> Any:
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before ray is imported: nothing leaves the cluster
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ConfigError('--engine ray needs Ray: pip install "council[ray]"') from None
+    return ray
+
+
+def connect(address: str | None, workers: int) -> tuple[Any, bool]:
+    """Connect this process to Ray; return (ray, whether this call started it and must shut it down).
+
+    ``address``: ``auto`` (the cluster this machine belongs to), ``HOST:PORT`` or ``ray://HOST:PORT``; None
+    starts a local instance with ``workers`` CPUs, on loopback. An existing connection is reused."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray, False
+    env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env} if env else None, namespace=NAMESPACE,
+                                  include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
+                                  configure_logging=False)
+    try:
+        if address is None:
+            ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise ConfigError(f"cannot connect to {where}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                          ) from None
+    return ray, True
+
+
+def _refuse_sqlite(ray: Any, store: Any) -> None:
+    if not store.url.startswith("sqlite"):
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if store.url == "sqlite:///:memory:" or len(nodes) > 1:
+        raise ConfigError(
+            f"--engine ray on a cluster of {len(nodes)} nodes cannot use the SQLite database {store.safe_url}: "
+            "SQLite is one machine's file. Use a database every node reaches: --db postgresql://USER@HOST/DB")
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The project's own error inside a Ray task error, else the error itself."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, CouncilError) else exc
+
+
+def _not_installed(exc: BaseException) -> ConfigError | None:
+    text = str(exc)
+    if "No module named 'council" in text or "ModuleNotFoundError" in text:
+        return ConfigError("the Ray workers cannot import council: install it on every node, the same version as "
+                           f'the driver (pip install "council[ray]"): {text.strip().splitlines()[-1][:200]}')
+    return None
+
+
+class _Driver:
+    """The actors of one invocation, their counters, and the supervision loop."""
+
+    def __init__(self, ray: Any, spec: WorkerSpec, workers: int, progress: Any,
+                 on_progress: Callable[[Any], None] | None, bstore: Any, restarts: int) -> None:
+        self.ray, self.spec, self.workers, self.progress = ray, spec, workers, progress
+        self.on_progress, self.bstore, self.restarts = on_progress, bstore, restarts
+        self.token = uuid.uuid4().hex[:8]
+        self.actors: list[Any] = []
+        self.snapshots: dict[int, WorkerProgress] = {}
+        self.finished: list[WorkerProgress] = []
+        self.started_actors = 0
+
+    def _start_actor(self) -> tuple[Any, Any]:
+        i = self.started_actors
+        self.started_actors += 1
+        cls = self.ray.remote(ClaimWorker)
+        actor = cls.options(name=f"council-{self.spec.batch_id[:12]}-{self.token}-{i}", namespace=NAMESPACE,
+                            num_cpus=1, max_restarts=self.restarts, max_task_retries=self.restarts,
+                            lifetime=None).remote(self.spec)
+        self.actors.append(actor)
+        return actor, actor.run.remote()
+
+    async def _ready(self, actors: list[Any]) -> None:
+        """Wait until the actors are built, translating why one could not be."""
+        for a in actors:
+            try:
+                await asyncio.wrap_future(a.ready.remote().future())
+            except Exception as exc:
+                cause = _cause(exc)
+                if isinstance(cause, CouncilError):
+                    raise cause from None
+                last = (str(exc).strip().splitlines() or [""])[-1][:300]
+                raise _not_installed(exc) or ConfigError(
+                    f"a Ray worker could not start: {type(exc).__name__}: {last}") from None
+
+    def _notify(self) -> None:
+        if self.on_progress is not None:
+            try:
+                self.on_progress(self.progress)
+            except Exception:
+                log.exception("progress callback failed")
+
+    def _refresh(self, base: dict[str, int], bad_rows: int) -> None:
+        """Counters summed over the actors (a dead actor's last ones are kept), the claims left from the store."""
+        for i, a in enumerate(self.actors):
+            try:
+                self.snapshots[i] = self.ray.get(a.poll.remote(), timeout=2)
+            except Exception:
+                pass  # dead or busy: keep its last counters
+        snaps = list(self.snapshots.values())
+        p = self.progress
+        counts = self.bstore.counts(self.spec.batch_id)
+        p.done = p.total - counts.get("pending", 0) - counts.get("running", 0)
+        p.checked = sum(max(0, counts.get(s, 0) - base.get(s, 0)) for s in ("full", "degraded", "failed", "invalid", "skipped_budget"))
+        p.failed = sum(s.failed for s in snaps)
+        p.degraded = sum(s.degraded for s in snaps)
+        p.skipped_budget = sum(s.skipped_budget for s in snaps)
+        p.contested = sum(s.contested for s in snaps)
+        p.spent_usd = sum(s.spent_usd for s in snaps)
+        self._notify()
+
+    async def run(self, bad_rows: int) -> bool:
+        """Run the actors until the batch is done (or they ran out of budget); return whether they did."""
+        ray = self.ray
+        base = self.bstore.counts(self.spec.batch_id)
+        exhausted, fatal, deaths = False, None, 0
+        last = 0.0
+        try:
+            pending = dict(self._start_actor() for _ in range(self.workers))
+            await self._ready(list(pending))
+            refs = {ref: actor for actor, ref in pending.items()}
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+                for ref in done:
+                    refs.pop(ref)
+                    try:
+                        out: WorkerProgress = ray.get(ref)
+                        self.finished.append(out)
+                        exhausted = exhausted or out.budget_exhausted
+                    except Exception as exc:  # the actor died for good, or the batch cannot run
+                        cause = _cause(exc)
+                        if isinstance(cause, CouncilError):
+                            fatal = fatal or cause
+                        elif type(exc).__name__ in _ACTOR_GONE or "actor" in type(exc).__name__.lower():
+                            deaths += 1
+                            log.warning("a Ray worker died (%s); the others take over its claims", type(exc).__name__)
+                        else:
+                            fatal = fatal or exc
+                if fatal is not None:
+                    break
+                counts = self.bstore.counts(self.spec.batch_id)
+                left = counts.get("pending", 0) + counts.get("running", 0)
+                if not left and self.finished:
+                    break  # done, even if a restarting actor is still waiting for a place to run
+                if not refs and left and not exhausted:
+                    if deaths > self.workers * (self.restarts + 1):
+                        raise CouncilError(f"the Ray workers kept dying ({deaths} times): {left} claims are left; "
+                                           "rerun the same command to finish the batch")
+                    actor, ref = self._start_actor()  # every worker died: start another
+                    refs[ref] = actor
+                if time.monotonic() - last >= _POLL_S:
+                    await asyncio.to_thread(self._refresh, base, bad_rows)
+                    last = time.monotonic()
+                await asyncio.sleep(0.05)
+        finally:
+            for a in self.actors:
+                try:
+                    ray.kill(a, no_restart=True)
+                except Exception:
+                    pass
+        if fatal is not None:
+            raise fatal
+        self._refresh(base, bad_rows)
+        return exhausted
+
+
+async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = None, concurrency: int = 8,
+                          budget_usd: float | None = None, out: Any = None, batch_id: str | None = None,
+                          retry_failed: bool = False, max_claim_chars: int = 4000, lease_s: float = 60.0,
+                          workers: int | None = None, ray_address: str | None = None, restarts: int = 3,
+                          on_progress: Callable[[Any], None] | None = None,
+                          on_bad_row: Callable[[Any], None] | None = None) -> Any:
+    """``check_many(..., engine="ray")``: see the module docstring and ``council.batch.runner.acheck_many``.
+
+    ``workers``: actors (default: the cluster's CPUs, at most 64); ``concurrency``: councils at once over
+    all of them; ``ray_address``: an existing cluster (None starts a local instance); ``restarts``: how
+    many times Ray restarts a dead actor (and retries its task)."""
+    from council.batch.input import read_claims
+    from council.batch.runner import _NOT_STARTED, BatchProgress, BatchReport, _bad, _from_row, output_format, write_results
+    from council.pipeline.engine import Council
+    from council.store.ledger import LedgerBudget, open_batch_ledger
+    from council.store.queue import BatchStore, new_owner
+
+    started = time.monotonic()
+    if concurrency < 1:
+        raise InputError("concurrency must be at least 1")
+    if workers is not None and workers < 1:
+        raise InputError("workers must be at least 1")
+    if budget_usd is not None and budget_usd <= 0:
+        raise InputError("the budget must be positive")
+    if out is not None:
+        output_format(out)
+    parsed = read_claims(claims, task="check", max_claim_chars=max_claim_chars, batch_id=batch_id)
+    for b in parsed.bad_rows:
+        if on_bad_row is not None:
+            on_bad_row(b)
+    council = Council(config, db=db)
+    store = council.store
+    bstore = BatchStore(store)
+    bid = parsed.batch_id
+    bstore.register(bid, "check", parsed.source, parsed.items)
+    bstore.prepare_rerun(bid, retry_failed)
+    bstore.reclaim(bid)
+    ledger = open_batch_ledger(store, bid, budget_usd, bstore.spent_usd(bid)) if budget_usd is not None else None
+    spent_before = bstore.spent_usd(bid)
+    counts = bstore.counts(bid)
+    progress = BatchProgress(total=sum(v for k, v in counts.items() if k != "contested") + len(parsed.bad_rows),
+                             done=sum(counts.get(s, 0) for s in ("full", "degraded", "failed", "invalid"))
+                             + len(parsed.bad_rows), started=started)
+    exhausted = LedgerBudget(store, batch_ledger=ledger, owner=new_owner()).remaining_usd <= 1e-12
+    if on_progress is not None:
+        on_progress(progress)
+    if exhausted:
+        bstore.skip_pending(bid, _NOT_STARTED)
+    elif counts.get("pending", 0) or counts.get("running", 0):
+        ray, own = connect(ray_address, workers or 1)
+        try:
+            _refuse_sqlite(ray, store)
+            n = workers or max(1, min(64, int(ray.cluster_resources().get("CPU", 1))))
+            spec = WorkerSpec(config=council.config, db=store.url, recipe=council.recipe.name, batch_id=bid,
+                              batch_ledger=ledger, concurrency=max(1, concurrency // n), lease_s=lease_s)
+            driver = _Driver(ray, spec, n, progress, on_progress, bstore, restarts)
+            exhausted = await driver.run(len(parsed.bad_rows))
+        finally:
+            if own:
+                ray.shutdown()
+        if exhausted:
+            bstore.skip_pending(bid, _NOT_STARTED)
+    counts = bstore.counts(bid)
+    results = [_from_row(r) for r in bstore.iter_items(bid)]
+    if parsed.bad_rows:
+        results = sorted(results + [_bad(b) for b in parsed.bad_rows], key=lambda r: r.line)
+    status_counts = {k: v for k, v in counts.items() if k != "contested"}
+    if parsed.bad_rows:
+        status_counts["invalid"] = status_counts.get("invalid", 0) + len(parsed.bad_rows)
+    report = BatchReport(
+        batch_id=bid, source=parsed.source, database=store.safe_url, results=results, counts=status_counts,
+        contested=counts.get("contested", 0), checked=progress.checked,
+        total_cost_usd=round(sum(r.cost_usd for r in results), 10),
+        spent_usd=round(bstore.spent_usd(bid) - spent_before, 10), budget_usd=budget_usd,
+        budget_exhausted=exhausted, elapsed_s=time.monotonic() - started,
+    )
+    if out is not None:
+        write_results(out, report.results)
+    return report
