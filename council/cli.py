@@ -111,6 +111,9 @@ def _sources(paths: list[Path] | None) -> list[Path]:
 from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
 
 app.command("check")(_check_batch)
+from council.batch.budget_cli import budget_app  # noqa: E402  (typer only)
+
+app.add_typer(budget_app, name="budget")
 
 
 @app.command("check-one")

@@ -47,6 +47,22 @@ def _ray() -> Any:
     return ray
 
 
+def _probe(address: str) -> None:
+    """Fail fast on an address nothing listens on (Ray itself retries for minutes)."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc} "
+                          "(is the head node running? `ray status` on it shows its address)") from None
+
+
 def connect(address: str | None, workers: int) -> tuple[Any, bool]:
     """Connect this process to Ray; return (ray, whether this call started it and must shut it down).
 
@@ -63,6 +79,7 @@ def connect(address: str | None, workers: int) -> tuple[Any, bool]:
         if address is None:
             ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kwargs)
         else:
+            _probe(address)
             ray.init(address=address, **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
@@ -107,13 +124,15 @@ class _Driver:
         self.snapshots: dict[int, WorkerProgress] = {}
         self.finished: list[WorkerProgress] = []
         self.started_actors = 0
+        self.deaths = 0
+        self.exhausted = False
 
     def _start_actor(self) -> tuple[Any, Any]:
         i = self.started_actors
         self.started_actors += 1
         cls = self.ray.remote(ClaimWorker)
         actor = cls.options(name=f"council-{self.spec.batch_id[:12]}-{self.token}-{i}", namespace=NAMESPACE,
-                            num_cpus=1, max_restarts=self.restarts, max_task_retries=self.restarts,
+                            num_cpus=1, max_restarts=self.restarts, max_task_retries=0,
                             lifetime=None).remote(self.spec)
         self.actors.append(actor)
         return actor, actor.run.remote()
@@ -138,17 +157,21 @@ class _Driver:
             except Exception:
                 log.exception("progress callback failed")
 
-    def _refresh(self, base: dict[str, int], bad_rows: int) -> None:
-        """Counters summed over the actors (a dead actor's last ones are kept), the claims left from the store."""
-        for i, a in enumerate(self.actors):
+    def _refresh(self, base: dict[str, int]) -> int:
+        """Counters summed over the actors (a dead actor's last ones are kept), the claims left from the
+        store; return how many claims are left (pending or running)."""
+        polls = {a.poll.remote(): i for i, a in enumerate(self.actors)}
+        ready, _ = self.ray.wait(list(polls), num_returns=len(polls), timeout=2)
+        for ref in ready:
             try:
-                self.snapshots[i] = self.ray.get(a.poll.remote(), timeout=2)
+                self.snapshots[polls[ref]] = self.ray.get(ref)
             except Exception:
-                pass  # dead or busy: keep its last counters
+                pass  # dead or restarting: keep its last counters
         snaps = list(self.snapshots.values())
         p = self.progress
         counts = self.bstore.counts(self.spec.batch_id)
-        p.done = p.total - counts.get("pending", 0) - counts.get("running", 0)
+        left = counts.get("pending", 0) + counts.get("running", 0)
+        p.done = p.total - left
         p.checked = sum(max(0, counts.get(s, 0) - base.get(s, 0)) for s in ("full", "degraded", "failed", "invalid", "skipped_budget"))
         p.failed = sum(s.failed for s in snaps)
         p.degraded = sum(s.degraded for s in snaps)
@@ -156,60 +179,71 @@ class _Driver:
         p.contested = sum(s.contested for s in snaps)
         p.spent_usd = sum(s.spent_usd for s in snaps)
         self._notify()
+        return left
 
-    async def run(self, bad_rows: int) -> bool:
+    def _collect(self, ref: Any, actor: Any, refs: dict[Any, Any], tries: dict[Any, int]) -> BaseException | None:
+        """Take a finished ``run``: its counters, or a fatal error, or (the actor died) run it again on the
+        restarted actor. Ray's own task retries are off: they would print to the driver's stdout."""
+        try:
+            out: WorkerProgress = self.ray.get(ref)
+        except Exception as exc:
+            cause = _cause(exc)
+            if isinstance(cause, CouncilError):
+                return cause
+            if type(exc).__name__ not in _ACTOR_GONE and "actor" not in type(exc).__name__.lower():
+                return exc
+            self.deaths += 1
+            log.warning("a Ray worker died (%s); its claims are taken over", type(exc).__name__)
+            tries[actor] = tries.get(actor, 0) + 1
+            if tries[actor] <= self.restarts:  # Ray restarts the actor (max_restarts): give it the work again
+                refs[actor.run.remote()] = actor
+            return None
+        self.finished.append(out)
+        self.exhausted = self.exhausted or out.budget_exhausted
+        return None
+
+    async def run(self) -> bool:
         """Run the actors until the batch is done (or they ran out of budget); return whether they did."""
         ray = self.ray
         base = self.bstore.counts(self.spec.batch_id)
-        exhausted, fatal, deaths = False, None, 0
+        fatal: BaseException | None = None
+        refs: dict[Any, Any] = {}
+        tries: dict[Any, int] = {}
         last = 0.0
         try:
-            pending = dict(self._start_actor() for _ in range(self.workers))
-            await self._ready(list(pending))
-            refs = {ref: actor for actor, ref in pending.items()}
-            while refs:
+            started = dict(self._start_actor() for _ in range(self.workers))
+            await self._ready(list(started))
+            refs = {ref: actor for actor, ref in started.items()}
+            while refs and fatal is None:
                 done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
                 for ref in done:
-                    refs.pop(ref)
-                    try:
-                        out: WorkerProgress = ray.get(ref)
-                        self.finished.append(out)
-                        exhausted = exhausted or out.budget_exhausted
-                    except Exception as exc:  # the actor died for good, or the batch cannot run
-                        cause = _cause(exc)
-                        if isinstance(cause, CouncilError):
-                            fatal = fatal or cause
-                        elif type(exc).__name__ in _ACTOR_GONE or "actor" in type(exc).__name__.lower():
-                            deaths += 1
-                            log.warning("a Ray worker died (%s); the others take over its claims", type(exc).__name__)
-                        else:
-                            fatal = fatal or exc
-                if fatal is not None:
-                    break
-                counts = self.bstore.counts(self.spec.batch_id)
-                left = counts.get("pending", 0) + counts.get("running", 0)
-                if not left and self.finished:
-                    break  # done, even if a restarting actor is still waiting for a place to run
-                if not refs and left and not exhausted:
-                    if deaths > self.workers * (self.restarts + 1):
-                        raise CouncilError(f"the Ray workers kept dying ({deaths} times): {left} claims are left; "
-                                           "rerun the same command to finish the batch")
-                    actor, ref = self._start_actor()  # every worker died: start another
-                    refs[ref] = actor
-                if time.monotonic() - last >= _POLL_S:
-                    await asyncio.to_thread(self._refresh, base, bad_rows)
+                    fatal = self._collect(ref, refs.pop(ref), refs, tries) or fatal
+                if fatal is None and (done or time.monotonic() - last >= _POLL_S):
+                    left = await asyncio.to_thread(self._refresh, base)
                     last = time.monotonic()
+                    if not left and self.finished:
+                        break  # done, even if a restarted actor is still waiting for a place to run
+                    if not refs and left and not self.exhausted:
+                        if self.deaths > self.workers * (self.restarts + 2):
+                            raise CouncilError(f"the Ray workers kept dying ({self.deaths} times): {left} claims are "
+                                               "left; rerun the same command to finish the batch")
+                        actor, ref = self._start_actor()  # every worker is gone: start another
+                        refs[ref] = actor
                 await asyncio.sleep(0.05)
+            if refs and fatal is None:  # the others are seeing that nothing is left: let them end cleanly
+                done, _ = await asyncio.to_thread(ray.wait, list(refs), num_returns=len(refs), timeout=5)
+                for ref in done:
+                    self._collect(ref, refs.pop(ref), {}, {})
         finally:
-            for a in self.actors:
+            for a in set(refs.values()):  # only actors still busy (a finished one ends when its handle goes)
                 try:
                     ray.kill(a, no_restart=True)
                 except Exception:
                     pass
+            self.actors.clear()
         if fatal is not None:
             raise fatal
-        self._refresh(base, bad_rows)
-        return exhausted
+        return self.exhausted
 
 
 async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = None, concurrency: int = 8,
@@ -268,7 +302,7 @@ async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = N
             spec = WorkerSpec(config=council.config, db=store.url, recipe=council.recipe.name, batch_id=bid,
                               batch_ledger=ledger, concurrency=max(1, concurrency // n), lease_s=lease_s)
             driver = _Driver(ray, spec, n, progress, on_progress, bstore, restarts)
-            exhausted = await driver.run(len(parsed.bad_rows))
+            exhausted = await driver.run()
         finally:
             if own:
                 ray.shutdown()
