@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import to_toml
-from council.batch.runner import check_many
+from council.batch import check_many
 from council.errors import ConfigError
 from test_batch import DISPUTED, batch_config, claims, db_rows, members_script, write_jsonl
 from test_batch_cli import _finish, _start

@@ -73,7 +73,7 @@ def check(
     from rich.console import Console
 
     from council._sync import run_sync
-    from .runner import acheck_many
+    from .api import acheck_many
     from council.errors import CouncilError
 
     if helper_of is not None:
@@ -94,7 +94,7 @@ def check(
                 claims, config=config, db=db_url, concurrency=concurrency, budget_usd=budget_usd, out=out,
                 batch_id=batch_id, retry_failed=retry_failed, max_claim_chars=max_claim_chars, processes=processes,
                 on_progress=bar.update, on_bad_row=None if helper_of else bad_row, _helper=helper_of is not None,
-                **_engine_args(engine, ray_address, workers),
+                engine=engine, ray_address=ray_address, workers=workers,
             ))
     except CouncilError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -113,13 +113,6 @@ def check(
     code = 0 if exit_zero else report.exit_code(allow_contested)
     if code:
         raise typer.Exit(code)
-
-
-def _engine_args(engine: str, ray_address: str | None, workers: int | None) -> dict[str, Any]:
-    """The engine options, passed only when given (the local engine's call stays as it was)."""
-    if engine == "local" and ray_address is None and workers is None:
-        return {}
-    return {"engine": engine, "ray_address": ray_address, "workers": workers}
 
 
 class _ProgressBar:

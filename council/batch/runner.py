@@ -359,9 +359,6 @@ async def acheck_many(
     on_progress: Callable[[BatchProgress], None] | None = None,
     on_bad_row: Callable[[BadRow], None] | None = None,
     _helper: bool = False,
-    engine: Literal["local", "ray"] = "local",
-    workers: int | None = None,
-    ray_address: str | None = None,
 ) -> BatchReport:
     """Fact-check every claim of ``claims`` (a .jsonl/.csv path, or an iterable of strings or dicts); see
     the module docstring. Raises ``InputError`` (unreadable input, bad ``out``), ``ConfigError`` or
@@ -373,24 +370,7 @@ async def acheck_many(
     process gets an equal share of what is left of the budget (their sum never exceeds it). It needs the
     claims and the config as files. ``on_progress`` is called after each claim (from the event loop: keep
     it quick); ``on_bad_row`` once per skipped row, before any claim runs.
-
-    ``engine="ray"``: the claims are checked by ``workers`` Ray actors instead (on the cluster at
-    ``ray_address``, else on a local Ray instance), with the batch's budget kept in the database; see
-    ``council.batch.engines.ray_engine``. ``processes`` does not apply there.
     """
-    if engine == "ray":
-        from .engines.ray_engine import acheck_many_ray
-
-        if processes != 1:
-            raise InputError("--processes is for the local engine: with --engine ray, use --workers")
-        return await acheck_many_ray(
-            claims, config=config, db=db, concurrency=concurrency, budget_usd=budget_usd, out=out, batch_id=batch_id,
-            retry_failed=retry_failed, max_claim_chars=max_claim_chars, lease_s=lease_s, workers=workers,
-            ray_address=ray_address, on_progress=on_progress, on_bad_row=on_bad_row)
-    if engine != "local":
-        raise InputError(f"unknown engine {engine!r}: use local or ray")
-    if workers is not None or ray_address is not None:
-        raise InputError("--workers and --ray-address need --engine ray")
     from council.store.queue import BatchStore, new_owner
     from council.calls.budget import Budget
     from council.pipeline.engine import Council
