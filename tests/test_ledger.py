@@ -95,3 +95,23 @@ def test_forty_budget_objects_never_overspend_together_on_postgres(pg_url: str) 
     limit, spent, held = ledger_state(store, lid)  # type: ignore[misc]
     assert held == pytest.approx(0.99) and spent == 0.0 and held <= limit
     store.engine.dispose()
+
+
+def test_a_local_batch_stops_at_the_database_ceiling(scripted, tmp_path, db_url: str) -> None:
+    from council.batch import check_many
+    from test_batch import batch_config, claims, members_script, write_jsonl
+
+    server = scripted(members_script())
+    set_ceiling(Store(db_url), Ceiling(name="team", limit_usd=0.004, period="day"))
+    path = write_jsonl(tmp_path / "claims.jsonl", claims(12))
+    report = check_many(path, config=batch_config(server.base_url), db=db_url, concurrency=4)
+    assert report.budget_exhausted and report.counts.get("skipped_budget", 0) > 0 and report.counts.get("full", 0) > 0
+    store = Store(db_url)
+    with store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        spent = conn.execute(text("SELECT SUM(cost_usd) FROM calls")).scalar_one()
+    limit, charged, held = ledger_state(store, Ceiling(name="team", limit_usd=0.004).window())  # type: ignore[misc]
+    assert spent <= 0.004 and charged == pytest.approx(spent) and held == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(InputError, match="--workers and --ray-address need --engine ray"):
+        check_many(path, config=batch_config(server.base_url), db=db_url, workers=2)

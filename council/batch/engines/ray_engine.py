@@ -77,6 +77,8 @@ def connect(address: str | None, workers: int) -> tuple[Any, bool]:
                                   configure_logging=False)
     try:
         if address is None:
+            # A one-machine instance: Ray keeps every address on loopback rather than the outward one.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
             ray.init(num_cpus=workers, _node_ip_address="127.0.0.1", **kwargs)
         else:
             _probe(address)
@@ -178,7 +180,6 @@ class _Driver:
         p.skipped_budget = sum(s.skipped_budget for s in snaps)
         p.contested = sum(s.contested for s in snaps)
         p.spent_usd = sum(s.spent_usd for s in snaps)
-        self._notify()
         return left
 
     def _collect(self, ref: Any, actor: Any, refs: dict[Any, Any], tries: dict[Any, int]) -> BaseException | None:
@@ -220,6 +221,7 @@ class _Driver:
                     fatal = self._collect(ref, refs.pop(ref), refs, tries) or fatal
                 if fatal is None and (done or time.monotonic() - last >= _POLL_S):
                     left = await asyncio.to_thread(self._refresh, base)
+                    self._notify()  # from the event loop, as a local batch does
                     last = time.monotonic()
                     if not left and self.finished:
                         break  # done, even if a restarted actor is still waiting for a place to run
@@ -295,7 +297,7 @@ async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = N
     if exhausted:
         bstore.skip_pending(bid, _NOT_STARTED)
     elif counts.get("pending", 0) or counts.get("running", 0):
-        ray, own = connect(ray_address, workers or 1)
+        ray, own = connect(ray_address, workers or os.cpu_count() or 1)
         try:
             _refuse_sqlite(ray, store)
             n = workers or max(1, min(64, int(ray.cluster_resources().get("CPU", 1))))
