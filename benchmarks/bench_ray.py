@@ -84,7 +84,7 @@ class Database:
 
 
 def run(name: str, claims: Path, cfg: Path, n: int, jobs: int, **engine: Any) -> dict[str, Any]:
-    from council.batch.runner import check_many
+    from council.batch import check_many
     from council.store.db import Store
 
     db = Database()

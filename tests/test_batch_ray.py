@@ -231,3 +231,4 @@ def test_driver_killed_then_the_same_command_resumes(cluster: Any, scripted, tmp
     assert sorted(r["id"] for r in results) == sorted(c["id"] for c in claims(n)) and {r["status"] for r in results} == {"full"}
     _each_claim_once(pg_url, n)
     _calls_match_requests(pg_url, server)
+

@@ -140,17 +140,19 @@ class _Driver:
         return actor, actor.run.remote()
 
     async def _ready(self, actors: list[Any]) -> None:
-        """Wait until the actors are built, translating why one could not be."""
-        for a in actors:
-            try:
-                await asyncio.wrap_future(a.ready.remote().future())
-            except Exception as exc:
-                cause = _cause(exc)
-                if isinstance(cause, CouncilError):
-                    raise cause from None
-                last = (str(exc).strip().splitlines() or [""])[-1][:300]
-                raise _not_installed(exc) or ConfigError(
-                    f"a Ray worker could not start: {type(exc).__name__}: {last}") from None
+        """Wait until one actor is built (the others may wait for room on the cluster), translating why
+        it could not be: every actor fails the same way when the project is missing on the nodes."""
+        pending = [a.ready.remote() for a in actors]
+        done, _ = await asyncio.to_thread(self.ray.wait, pending, num_returns=1)
+        try:
+            self.ray.get(done[0])
+        except Exception as exc:
+            cause = _cause(exc)
+            if isinstance(cause, CouncilError):
+                raise cause from None
+            last = (str(exc).strip().splitlines() or [""])[-1][:300]
+            raise _not_installed(exc) or ConfigError(
+                f"a Ray worker could not start: {type(exc).__name__}: {last}") from None
 
     def _notify(self) -> None:
         if self.on_progress is not None:
