@@ -137,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
         one.write_text(json.dumps({"id": "x", "claim": "The first bridge opened in 1001."}) + "\n", encoding="utf-8")
         for label, engine in (("local", {}), ("ray", {"engine": "ray", "workers": 1})):
             startup[label] = run(f"start-up {label}", one, cfg, 1, 1, **engine)["wall"]
+            console.print(f"start-up {label}: {startup[label]:.1f} s", style="dim")
         configs = [("local -p 1", {}), ("ray --workers 1", {"engine": "ray", "workers": 1}),
                    ("local -p 2", {"processes": 2}), ("ray --workers 2", {"engine": "ray", "workers": 2})]
         for name, engine in configs:
-            console.print(f"running {name} ...", style="dim")
             rows.append(run(name, claims, cfg, args.claims, args.jobs, **engine))
+            r = rows[-1]  # as it comes, so a run cut short still reports what it measured
+            console.print(f"{name}: wall {r['wall']:.1f} s, steady {r['rate']:.2f} claims/s, "
+                          f"{r['tx_per_claim']:.1f} DB tx/claim", style="dim")
 
     base = rows[0]["rate"]
     table = Table(title=f"{args.claims} claims, -j {args.jobs}, 3 calls a claim, member latency {args.latency:g} s, "
