@@ -184,6 +184,10 @@ from council.serve.cli import serve as _serve  # noqa: E402  (typer only; fastap
 
 app.command("serve")(_errors(_serve))
 
+from council.batch.budget_cli import budget_app  # noqa: E402  (typer only)
+
+app.add_typer(budget_app, name="budget")
+
 
 @app.command("check-one")
 @_errors

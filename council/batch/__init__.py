@@ -13,6 +13,10 @@ __all__ = ["BatchProgress", "BatchReport", "ItemResult", "acheck_many", "check_m
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("acheck_many", "check_many"):  # with the choice of engine (local or ray)
+        from . import api
+
+        return getattr(api, name)
     if name in __all__:
         from . import runner
 

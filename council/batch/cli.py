@@ -61,6 +61,14 @@ def check(
                                                "default: the config's, else council).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="Where the councils run: local (this machine's processes) or "
+                                        "ray (Ray actors; pip install \"council[ray]\").")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="With --engine ray: an existing cluster "
+                                                    "(auto, HOST:PORT or ray://HOST:PORT); default: start a local one.",
+                                                    show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", min=1, max=4096, help=(
+        "With --engine ray: actors, one CPU each (default: the cluster's CPUs); -j is shared between them."),
+        show_default=False)] = None,
     helper_of: Annotated[int | None, typer.Option("--helper-of", hidden=True)] = None,
     rate_limit_share: Annotated[int | None, typer.Option("--rate-limit-share", hidden=True, min=1)] = None,
 ) -> None:
@@ -73,7 +81,7 @@ def check(
     from rich.console import Console
 
     from council._sync import run_sync
-    from .runner import acheck_many
+    from .api import acheck_many
     from council.errors import CouncilError
 
     if helper_of is not None:
@@ -94,6 +102,7 @@ def check(
                 batch_id=batch_id, retry_failed=retry_failed, max_claim_chars=max_claim_chars, processes=processes,
                 on_progress=bar.update, on_bad_row=None if helper_of else bad_row, recipe=recipe,
                 _helper=helper_of is not None, _rate_limit_share=rate_limit_share,
+                engine=engine, ray_address=ray_address, workers=workers,
             ))
     except CouncilError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -457,6 +457,7 @@ async def acheck_many(
     await asyncio.to_thread(lambda: council.limiter)
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
+    _draw_from_ceilings(budget, council.store)
     bid = parsed.batch_id
     bstore.register(bid, "check", parsed.source, parsed.items)
     if not _helper:  # the invocation that started the helpers prepared the batch for them
@@ -510,6 +511,16 @@ async def acheck_many(
     if out is not None:
         write_results(out, report.results)
     return report
+
+
+def _draw_from_ceilings(budget: Any, store: Any) -> None:
+    """The database's standing ceilings (``council budget set``) govern this process's calls too."""
+    from council.store.ledger import LedgerBudget, ceilings
+    from council.store.queue import new_owner
+
+    found = ceilings(store)
+    if found:
+        budget.parent = LedgerBudget(store, batch_ledger=None, owner=new_owner(), ceilings_=found)
 
 
 def check_many(claims: Any, **kwargs: Any) -> BatchReport:

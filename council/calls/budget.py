@@ -61,15 +61,16 @@ class Budget:
             own = self.limit_usd - self._spent - self._held
         return min(own, self.parent.remaining_usd) if self.parent is not None else own
 
-    def reserve(self, amount: float) -> Reservation:
+    def reserve(self, amount: float, policy: str | None = None) -> Reservation:
         """Hold ``amount``; raise ``BudgetExceeded`` when it would take spent+held past the limit (here or
-        in the parent), holding nothing."""
+        in the parent), holding nothing. ``policy``: the name of the task policy governing the call (a
+        budget kept in the database applies the ceilings set for it; this one ignores it)."""
         with self._lock:
             committed = self._spent + self._held
             if committed + amount > self.limit_usd + 1e-12:
                 raise BudgetExceeded(f"${amount:.4f} more would exceed the budget of ${self.limit_usd:g} "
                                      f"(${committed:.4f} spent or held)")
-            parent = self.parent.reserve(amount) if self.parent is not None else None
+            parent = self.parent.reserve(amount, policy) if self.parent is not None else None
             self._held += amount
             return Reservation(amount, parent)
 

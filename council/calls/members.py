@@ -235,7 +235,7 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
             reservation = None
             if ctx.budget is not None:
                 try:
-                    reservation = ctx.budget.reserve(worst if worst is not None else 0.0)
+                    reservation = ctx.budget.reserve(worst if worst is not None else 0.0, ctx.policy.name)
                 except BudgetExceeded:
                     if permit is not None:
                         permit.release()

@@ -17,8 +17,9 @@ from council.calls.answers import AnswerFields, ClaimFields, FailureFields
 from council.calls.records import CallRecordFields
 
 __all__ = [
-    "AnswerRow", "CallRow", "ClaimRow", "ClusterRow", "EscalationRow", "FailureRow", "FeedbackRow", "JudgementRow",
-    "MIGRATIONS", "MigrationRow", "PassageRow", "PolicyRow", "ReviewDecisionRow", "ReviewFlagRow", "ReviewRow",
+    "AnswerRow", "BudgetCeilingRow", "BudgetHoldRow", "BudgetLedgerRow", "CallRow", "ClaimRow",
+    "ClusterRow", "EscalationRow", "FailureRow", "FeedbackRow", "JudgementRow", "MIGRATIONS",
+    "MigrationRow", "PassageRow", "PolicyRow", "ReviewDecisionRow", "ReviewFlagRow", "ReviewRow",
     "RunModelRow", "RunRow", "RunTagRow", "SourceRow", "VerdictRow",
 ]
 
@@ -268,6 +269,49 @@ class ReviewDecisionRow(SQLModel, table=True):
     """The decision this one replaced."""
 
 
+class BudgetLedgerRow(SQLModel, table=True):
+    """Money a budget may spend and has spent or holds, shared by every process using the database
+    (``council.store.ledger``). A batch's budget is ``batch:<batch id>``; a ceiling's window is
+    ``ceiling:<name>:<window start>``."""
+
+    __tablename__ = "budget_ledgers"
+    ledger_id: str = Field(primary_key=True)
+    limit_usd: float
+    spent_usd: float = 0.0
+    """Settled calls: their real cost, or their worst case when the cost is unknown."""
+    held_usd: float = 0.0
+    """Reservations not settled yet (a process that died mid-call leaves its worst case here)."""
+    created_at: datetime
+    updated_at: datetime
+
+
+class BudgetHoldRow(SQLModel, table=True):
+    """One reservation in one ledger, settled exactly once (the hold id is its key)."""
+
+    __tablename__ = "budget_holds"
+    hold_id: str = Field(primary_key=True)
+    ledger_id: str = Field(primary_key=True)
+    amount_usd: float
+    owner: str
+    """The process (``host:pid:token``) that reserved it."""
+    policy: str | None = None
+    created_at: datetime
+    settled_at: datetime | None = None
+    charged_usd: float | None = None
+
+
+class BudgetCeilingRow(SQLModel, table=True):
+    """A standing ceiling on what the database's batches spend under a policy (``*``: any) per period."""
+
+    __tablename__ = "budget_ceilings"
+    name: str = Field(primary_key=True)
+    policy: str = "*"
+    limit_usd: float
+    period: str = "day"
+    """``hour``, ``day``, ``month`` (UTC calendar windows) or ``total``."""
+    updated_at: datetime
+
+
 class MigrationRow(SQLModel, table=True):
     __tablename__ = "council_migrations"
     name: str = Field(primary_key=True)
@@ -344,6 +388,10 @@ def _m0006_call_queued_time(conn: Any) -> None:
     _add_column(conn, "calls", "queued_s", "FLOAT NOT NULL DEFAULT 0")
 
 
+def _m0007_budget_ledgers(conn: Any) -> None:
+    _create(conn, BudgetLedgerRow, BudgetHoldRow, BudgetCeilingRow)
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -352,4 +400,5 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0004_deliberation", _m0004_deliberation),
     ("0005_human_review", _m0005_human_review),
     ("0006_call_queued_time", _m0006_call_queued_time),
+    ("0007_budget_ledgers", _m0007_budget_ledgers),
 ]
