@@ -93,9 +93,9 @@ def _council(config: Path | None, db: str | None) -> Any:
 
     council = Council(config, db=_db_url(db))
     if council.demo:
-        from council.config.local import DEMO_NOTICE
+        from council.config.local import demo_notice
 
-        typer.echo(DEMO_NOTICE, err=True)
+        typer.echo(demo_notice(), err=True)
     return council
 
 

@@ -8,6 +8,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from council.config.catalog import FactLabel  # one definition, shared with model entries
+
 __all__ = [
     "AnswerDraft",
     "Citation",
@@ -19,7 +21,6 @@ __all__ = [
     "MemberOutcome",
 ]
 
-FactLabel = Literal["SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"]
 
 _ALNUM = re.compile(r"[^\W_]")  # a letter or digit, in any script
 
