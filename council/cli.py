@@ -258,7 +258,8 @@ def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     t = Table("name", "model", "provider", "capabilities", "quality", "$/Mtok in", "$/Mtok out", "context", "qualifies for")
     for e, q in rows:
         price = (lambda v: "local" if e.local else ("?" if v is None else f"{v:g}"))
-        t.add_row(e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else ""),
+        t.add_row(e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else "")
+                  + (f"\nsha256 {e.weights_sha256}" if e.weights_sha256 else ""),
                   e.provider or "?", ", ".join(sorted(e.capabilities or [])), f"{e.quality:g}",
                   price(e.input_usd_per_mtok), price(e.output_usd_per_mtok), str(e.context_window or "?"),
                   ", ".join(p for p, r in q.items() if r is None) or "none")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from .catalog import PlattScaling
 
@@ -27,19 +28,21 @@ def logit(p: float) -> float:
 def fit_platt(raw: Sequence[float], supported: Sequence[bool], fitted_on: str = "") -> PlattScaling:
     """Platt scaling of raw ``P(SUPPORTED)`` values against the true labels (True = SUPPORTED).
 
-    Plain maximum likelihood (no regularisation to speak of): with two parameters and a hundred labels the
-    fit is stable, and a penalty would pull the slope towards 0 (everything towards 0.5).
+    scikit-learn's logistic regression with its default L2 penalty (C = 1) on the slope: a small model's
+    answers on easy claims are often perfectly separable, where the unpenalised fit would run the slope off
+    to infinity (every answer certain). A negative slope is allowed: it says the wording's answer token
+    means the opposite of what the prompt asks, and the calibration turns it round.
     """
     from sklearn.linear_model import LogisticRegression
 
     if len(set(supported)) < 2:
         raise ValueError("fitting a calibration needs both true and false claims")
     x = [[logit(p)] for p in raw]
-    model = LogisticRegression(C=1e6, max_iter=1000).fit(x, [int(s) for s in supported])
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(x, [int(s) for s in supported])
     return PlattScaling(slope=float(model.coef_[0][0]), intercept=float(model.intercept_[0]), fitted_on=fitted_on)
 
 
-def fit_isotonic(raw: Sequence[float], supported: Sequence[bool]):  # -> sklearn IsotonicRegression
+def fit_isotonic(raw: Sequence[float], supported: Sequence[bool]) -> Any:  # an sklearn IsotonicRegression
     """Isotonic regression of the true label on raw ``P(SUPPORTED)`` (``.predict([p, ...])``)."""
     from sklearn.isotonic import IsotonicRegression
 

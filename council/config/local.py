@@ -18,7 +18,7 @@ on one llama.cpp server, as all four roles share one weights file.
 
 ``COUNCIL_LOCAL_PANEL=tiny`` picks the old tiny panel (SmolLM2 at temperature 0, Gemma in completion mode,
 SmolLM2 sampled, SmolLM2 as adjudicator): much faster, at chance on the claim set; for tests and demos of
-the machinery. Every entry of both panels is in the catalog under its name either way.
+the machinery. Each panel's catalog holds its own models, under the names ``council models`` lists.
 
 Serving: one ``python -m llama_cpp.server`` process per weights file, each on a free loopback port,
 started when a run first needs it and stopped at exit (also if this process dies: the kernel sends the

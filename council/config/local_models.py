@@ -191,11 +191,12 @@ def _qwen_models() -> dict[str, dict[str, Any]]:
 
 
 def local_config_tables(panel: LocalPanel | None = None) -> dict[str, Any]:
-    """Config tables of a built-in local panel (default: COUNCIL_LOCAL_PANEL, else ``qwen``); both panels'
-    models are in the catalog, the policies choose the panel's. Decoding settings live here."""
+    """Config tables of a built-in local panel (default: COUNCIL_LOCAL_PANEL, else ``qwen``). The catalog
+    holds that panel's models only: a Council starts a server for every local model of its catalog, and the
+    default panel should neither start nor assemble the tiny ones. Decoding settings live here."""
     _require_local()
     panel = panel or local_panel()
-    models = {**_qwen_models(), **_tiny_models()}
+    models = _qwen_models() if panel == "qwen" else _tiny_models()
     if panel == "qwen":
         members, judge, timeout = list(QWEN_MEMBERS), "qwen2.5-1.5b-judge", 180.0
     else:
