@@ -205,9 +205,10 @@ def _ece(labels: list[str | None], confidences: list[float | None] | None, rows:
     return f"{expected_calibration_error(p, truth):.3f}" if p else "-"
 
 
-def ask_timing(question: str, repeats: int = 3) -> list[tuple[str, float]]:
+def ask_timing(question: str, repeats: int = 3) -> tuple[list[tuple[str, float]], dict[str, int]]:
     """Wall seconds of ``council ask`` as a user runs it (new process each time), the first on a fresh cache
-    directory (XDG_CACHE_HOME): that one joins the weights from the installed packages first."""
+    directory (XDG_CACHE_HOME): that one joins the weights from the installed packages first. Also the
+    statuses of the adjudicator's calls in those runs (``ok`` = a ruling that parsed against the schema)."""
     import subprocess
 
     cache = tempfile.mkdtemp(prefix="council-bench-cache-")
@@ -223,8 +224,13 @@ def ask_timing(question: str, repeats: int = 3) -> list[tuple[str, float]]:
         out.append(("first, fresh cache (joins the weights)" if i == 0 else f"run {i + 1}", time.perf_counter() - t))
     import shutil
 
+    from council.store.db import Store
+
+    store = Store(f"sqlite:///{Path(cache) / 'council.db'}")
+    statuses = Counter(c.status for r in store.list_runs(limit=repeats) for c in store.load_run(r.run_id).calls
+                       if c.node == "adjudicate")
     shutil.rmtree(cache, ignore_errors=True)
-    return out
+    return out, dict(statuses)
 
 
 def main() -> None:
@@ -254,8 +260,10 @@ def main() -> None:
         from council.config.local import runtime
 
         runtime().stop()  # each `council ask` starts its own server, as a user's would
-        for what, secs in ask_timing("What is the capital of France?"):
+        timings, rulings = ask_timing("What is the capital of France?")
+        for what, secs in timings:
             print(f"council ask ({args.panel} panel), {what}: {secs:.1f} s")
+        print(f"adjudicator calls in those runs by status (ok = a valid ruling): {rulings}")
     print(f"wall time {time.perf_counter() - t:.0f} s · {os.cpu_count()} CPUs · load average (1, 5, 15 min) at "
           f"the start {load0}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

@@ -66,7 +66,8 @@ from .local_models import (
 from council.errors import ConfigError, CouncilError
 
 __all__ = ["LocalRuntime", "local_available", "local_config_tables", "gemma_weights", "smollm2_weights",
-           "qwen_weights", "demo_notice", "local_panel", "PANEL_ENV", "LOCAL_PANELS"]
+           "qwen_weights", "demo_notice", "local_panel", "runtime", "PANEL_ENV", "LOCAL_PANELS", "GEMMA_FILE",
+           "GEMMA_PACKAGE", "SMOLLM2_FILE", "SMOLLM2_PACKAGE"]
 
 _START_TIMEOUT_S = 120.0
 

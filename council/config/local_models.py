@@ -59,7 +59,7 @@ def _require_local() -> None:
         missing = QWEN_1_5B.missing()
         more = f" (missing: {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''})" if missing else ""
         raise ConfigError(
-            "no config: pass --config FILE or set COUNCIL_CONFIG, or install the local models "
+            "no config: pass --config FILE or set COUNCIL_CONFIG, or install the local demonstration models "
             f"with: pip install 'council[local]'{more}"
         )
 
