@@ -138,13 +138,17 @@ def _tiny_models() -> dict[str, dict[str, Any]]:
     }
 
 
-# Platt scaling per wording, fitted by ``python benchmarks/calibrate_local.py`` on
-# benchmarks/data/calibration_tf.jsonl (120 claims kept apart from the benchmark's claims_tf.jsonl).
+# Platt scaling per wording, fitted by ``python benchmarks/calibrate_local.py`` on claims of
+# benchmarks/data/calibration_tf.jsonl (kept apart from the benchmark's claims_tf.jsonl). Only the first 15
+# of its 120 claims were run when these were pinned (the machine was shared and slow): refit on all of them.
 CALIBRATION: dict[str, PlattScaling | None] = {
-    "local_true_false.j2": None,
-    "local_is_false.j2": None,
-    "local_correct.j2": None,
+    "local_true_false.j2": PlattScaling(slope=1.6579, intercept=-0.1335, fitted_on="calibration_tf.jsonl, 15 claims"),
+    # Negative slope: the 1.5B model answers "Is this statement false?" as if asked whether it is right
+    # (its "Yes" goes with true statements: AUC 0.09 read literally); the fit turns the reading round.
+    "local_is_false.j2": PlattScaling(slope=-1.8497, intercept=-0.0699, fitted_on="calibration_tf.jsonl, 15 claims"),
+    "local_correct.j2": PlattScaling(slope=1.6448, intercept=-0.4946, fitted_on="calibration_tf.jsonl, 15 claims"),
 }
+
 
 def _dump(platt: PlattScaling | None) -> dict[str, Any] | None:
     return platt.model_dump() if platt is not None else None
