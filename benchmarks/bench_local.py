@@ -243,6 +243,7 @@ def main() -> None:
     ap.add_argument("--concurrency", "-j", type=int, default=1, help="councils at a time (default: %(default)s)")
     ap.add_argument("--ask-timing", action="store_true", help="also time `council ask` in new processes, the "
                     "first on a fresh cache")
+    ap.add_argument("--ask-only", action="store_true", help="only the `council ask` timing, no claims")
     args = ap.parse_args()
     os.environ["COUNCIL_LOCAL_PANEL"] = args.panel
     from council.config.local import local_available
@@ -254,9 +255,10 @@ def main() -> None:
     load0 = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{len(claims)} claims · database {url}", file=sys.stderr)
     t = time.perf_counter()
-    res = asyncio.run(run(claims, url, args.out, args.concurrency))
-    report(res)
-    if args.ask_timing:
+    if not args.ask_only:
+        res = asyncio.run(run(claims, url, args.out, args.concurrency))
+        report(res)
+    if args.ask_timing or args.ask_only:
         from council.config.local import runtime
 
         runtime().stop()  # each `council ask` starts its own server, as a user's would
