@@ -1,19 +1,21 @@
-"""The local demonstration panel on simple true/false claims: how good, how fast.
+"""A built-in local panel on simple true/false claims: how good, how fast.
 
-Runs ``Council().acheck`` (no config: SmolLM2-135M, Gemma-3-270M in completion mode, SmolLM2 sampled, and
-SmolLM2 as adjudicator, all on llama.cpp over loopback) on each labelled claim of
-``benchmarks/data/claims_tf.jsonl`` (120 general-knowledge statements, half true, half false), one council
-at a time, and prints:
-- accuracy of each member alone (its own label; NOT_ENOUGH_INFO, no label or a failed member count as wrong),
-  of the plain unweighted majority of labels (``verdict.majority_answer``) and of the council verdict;
-- seconds per council (mean, median, p90), after the servers have started and answered one warm-up council
-  (both shown apart);
-- tokens per second per model: completion tokens / call latency over the calls that got a reply. Calls to
-  one server queue behind each other (SmolLM2 serves three roles), so this is throughput as a run sees it.
+Runs ``Council().acheck`` with no config (``--panel qwen``, the default: Qwen2.5-Coder-1.5B asked in three
+wordings, labels and confidences from token log-probabilities; ``--panel tiny``: SmolLM2-135M, Gemma-3-270M,
+SmolLM2 sampled) on each labelled claim of ``benchmarks/data/claims_tf.jsonl`` (120 general-knowledge
+statements, half true, half false), ``--concurrency`` councils at a time, and prints:
+- for each member alone, the plain unweighted majority of labels (``verdict.majority_answer``) and the
+  council verdict: accuracy (NOT_ENOUGH_INFO, no label or a failed member count as wrong), share answered
+  SUPPORTED, NOT_ENOUGH_INFO rate, and ECE (expected calibration error of the stated confidence of the
+  label: a member's answer confidence, the verdict's confidence);
+- seconds per claim (wall time / claims: throughput at this concurrency) and per council (mean, median,
+  p90), after the servers have started and answered one warm-up council (both shown apart);
+- tokens per second per model: completion tokens / call latency over the calls that got a reply.
+``--ask-timing`` also times ``council ask`` as a user runs it (a new process each time): first on a fresh
+cache directory (so the weights are joined from the installed packages first), then twice more.
 
-These are tiny models: the table shows the machinery at work, not a council worth trusting.
-
-    python benchmarks/bench_local.py [--limit N] [--db URL_OR_PATH] [--data FILE] [--out results.jsonl]
+    python benchmarks/bench_local.py [--panel qwen|tiny] [--limit N] [--concurrency N] [--ask-timing]
+        [--db URL_OR_PATH] [--data FILE] [--out results.jsonl]
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def db_url(db: str | None) -> str:
     return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
-async def run(claims: list[dict[str, str]], url: str, out: Path | None) -> dict[str, Any]:
+async def run(claims: list[dict[str, str]], url: str, out: Path | None, concurrency: int = 1) -> dict[str, Any]:
     from council import Council
     from council.config.local import runtime
 
@@ -68,8 +70,12 @@ async def run(claims: list[dict[str, str]], url: str, out: Path | None) -> dict[
     rows: list[dict[str, Any]] = []
     calls: list[Any] = []
     fh = out.open("w", encoding="utf-8") if out else None
-    try:
-        for i, item in enumerate(claims, 1):
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(i: int, item: dict[str, str]) -> None:
+        nonlocal done
+        async with gate:
             t = time.perf_counter()
             result = await council.acheck(item["claim"])
             seconds = time.perf_counter() - t
@@ -77,9 +83,11 @@ async def run(claims: list[dict[str, str]], url: str, out: Path | None) -> dict[
             row = {
                 "id": item.get("id", str(i)), "claim": item["claim"], "truth": item["label"], "seconds": seconds,
                 "run_id": result.run_id, "verdict": v.label if v else None,
+                "verdict_confidence": v.confidence if v else None,
                 "majority": v.majority_answer if v else None, "decided_by": v.decided_by if v else "none",
                 "degraded": bool(v and v.degraded),
                 "members": {a.member_label: a.label for a in result.answers},
+                "confidence": {a.member_label: a.confidence for a in result.answers},
                 "served_by": {a.member_label: a.model for a in result.answers},
                 "answers": {a.member_label: a.answer for a in result.answers},
                 "failed": {f.member_label: f.error_kind for f in result.failures},
@@ -89,15 +97,23 @@ async def run(claims: list[dict[str, str]], url: str, out: Path | None) -> dict[
             if fh:
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
+            done += 1
             mark = "ok " if row["verdict"] == row["truth"] else "-- "
-            print(f"[{i:3d}/{len(claims)}] {seconds:6.1f}s {mark}{row['truth'][:3]} verdict={row['verdict']} "
+            print(f"[{done:3d}/{len(claims)}] {seconds:6.1f}s {mark}{row['truth'][:3]} verdict={row['verdict']} "
                   f"members={row['members']} {item['claim']}", file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(i, item) for i, item in enumerate(claims, 1)))
     finally:
         if fh:
             fh.close()
+    wall_s = time.perf_counter() - t0
+    rows.sort(key=lambda r: r["id"])
     seats = council.store.load_run(rows[0]["run_id"]).panel if rows else []
     members = {s["label"]: s["chain"][0] for s in seats if s["label"] != "adjudicator"}
-    return {"rows": rows, "calls": calls, "startup_s": startup_s, "warmup_s": warmup_s, "members": members}
+    return {"rows": rows, "calls": calls, "startup_s": startup_s, "warmup_s": warmup_s, "members": members,
+            "wall_s": wall_s, "concurrency": concurrency}
 
 
 def report(res: dict[str, Any]) -> None:
@@ -112,27 +128,33 @@ def report(res: dict[str, Any]) -> None:
         return
     true_n = sum(r["truth"] == "SUPPORTED" for r in rows)
 
-    def line(name: str, labels: list[str | None]) -> tuple[str, ...]:
+    def line(name: str, labels: list[str | None], confidences: list[float | None] | None) -> tuple[str, ...]:
         correct = sum(lab == r["truth"] for lab, r in zip(labels, rows))
         on_true = [lab == r["truth"] for lab, r in zip(labels, rows) if r["truth"] == "SUPPORTED"]
         on_false = [lab == r["truth"] for lab, r in zip(labels, rows) if r["truth"] == "REFUTED"]
         dist = Counter(lab or "(none)" for lab in labels)
         pct = lambda xs: f"{100 * sum(xs) / len(xs):.1f}%" if xs else "-"  # noqa: E731
         return (name, f"{correct}/{n}", f"{100 * correct / n:.1f}%", pct(on_true), pct(on_false),
-                str(dist.get("SUPPORTED", 0)), str(dist.get("REFUTED", 0)), str(dist.get("NOT_ENOUGH_INFO", 0)),
-                str(dist.get("(none)", 0)))
+                f"{100 * dist.get('SUPPORTED', 0) / n:.1f}%", str(dist.get("REFUTED", 0)),
+                f"{100 * dist.get('NOT_ENOUGH_INFO', 0) / n:.1f}%", str(dist.get("(none)", 0)),
+                _ece(labels, confidences, rows))
 
-    t = Table("who", "correct", "accuracy", "on true", "on false", "said SUPPORTED", "said REFUTED",
-              "said NEI", "no answer",
+    t = Table("who", "correct", "accuracy", "on true", "on false", "share SUPPORTED", "said REFUTED",
+              "NEI rate", "no answer", "ECE",
               title=f"local panel on {n} true/false claims ({true_n} true, {n - true_n} false); NEI or no answer = wrong")
     for label, model in sorted(res["members"].items()):
-        t.add_row(*line(f"member {label}: {model}", [r["members"].get(label) for r in rows]))
-    t.add_row(*line("plain majority", [r["majority"] for r in rows]))
-    t.add_row(*line("council verdict", [r["verdict"] for r in rows]), end_section=True)
-    always = ("always SUPPORTED", f"{true_n}/{n}", f"{100 * true_n / n:.1f}%", "100.0%", "0.0%", str(n), "0", "0", "0")
+        t.add_row(*line(f"member {label}: {model}", [r["members"].get(label) for r in rows],
+                        [r.get("confidence", {}).get(label) for r in rows]))
+    t.add_row(*line("plain majority", [r["majority"] for r in rows], None))
+    t.add_row(*line("council verdict", [r["verdict"] for r in rows], [r.get("verdict_confidence") for r in rows]),
+              end_section=True)
+    always = ("always SUPPORTED", f"{true_n}/{n}", f"{100 * true_n / n:.1f}%", "100.0%", "0.0%", "100.0%", "0", "0.0%",
+              "0", "-")
     t.add_row(*always, style="dim")
     con.print(t)
 
+    con.print(f"seconds per claim at {res['concurrency']} council(s) at a time: "
+              f"{res['wall_s'] / n:.2f} (wall {res['wall_s']:.0f} s for {n} claims)")
     secs = sorted(r["seconds"] for r in rows)
     p90 = secs[min(len(secs) - 1, int(round(0.9 * (len(secs) - 1))))]
     decided = Counter(r["decided_by"] for r in rows)
@@ -169,13 +191,61 @@ def report(res: dict[str, Any]) -> None:
     con.print(tt)
 
 
+def _ece(labels: list[str | None], confidences: list[float | None] | None, rows: list[dict[str, Any]]) -> str:
+    """ECE of the stated confidence of each SUPPORTED/REFUTED label (other answers left out), 10 bins."""
+    if confidences is None:
+        return "-"
+    from council.config.calibration import expected_calibration_error
+
+    p, truth = [], []
+    for lab, conf, r in zip(labels, confidences, rows):
+        if lab in ("SUPPORTED", "REFUTED") and conf is not None:
+            p.append(conf if lab == "SUPPORTED" else 1.0 - conf)
+            truth.append(r["truth"] == "SUPPORTED")
+    return f"{expected_calibration_error(p, truth):.3f}" if p else "-"
+
+
+def ask_timing(question: str, repeats: int = 3) -> tuple[list[tuple[str, float]], dict[str, int]]:
+    """Wall seconds of ``council ask`` as a user runs it (new process each time), the first on a fresh cache
+    directory (XDG_CACHE_HOME): that one joins the weights from the installed packages first. Also the
+    statuses of the adjudicator's calls in those runs (``ok`` = a ruling that parsed against the schema)."""
+    import subprocess
+
+    cache = tempfile.mkdtemp(prefix="council-bench-cache-")
+    env = {k: v for k, v in os.environ.items() if k != "COUNCIL_CONFIG"}
+    env.update(XDG_CACHE_HOME=cache, COUNCIL_DB=str(Path(cache) / "council.db"))
+    out = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "council", "ask", question], env=env, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"council ask failed: {proc.stderr.strip()[-500:]}")
+        out.append(("first, fresh cache (joins the weights)" if i == 0 else f"run {i + 1}", time.perf_counter() - t))
+    import shutil
+
+    from council.store.db import Store
+
+    store = Store(f"sqlite:///{Path(cache) / 'council.db'}")
+    statuses = Counter(c.status for r in store.list_runs(limit=repeats) for c in store.load_run(r.run_id).calls
+                       if c.node == "adjudicate")
+    shutil.rmtree(cache, ignore_errors=True)
+    return out, dict(statuses)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="only the first N claims (balanced: true/false alternate)")
     ap.add_argument("--db", default=None, help="database URL or SQLite path (default: a fresh temporary file)")
     ap.add_argument("--data", type=Path, default=DATA, help="JSONL of {claim, label} (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="also write one JSON line per claim here")
+    ap.add_argument("--panel", choices=["qwen", "tiny"], default="qwen", help="the local panel (default: %(default)s)")
+    ap.add_argument("--concurrency", "-j", type=int, default=1, help="councils at a time (default: %(default)s)")
+    ap.add_argument("--ask-timing", action="store_true", help="also time `council ask` in new processes, the "
+                    "first on a fresh cache")
+    ap.add_argument("--ask-only", action="store_true", help="only the `council ask` timing, no claims")
     args = ap.parse_args()
+    os.environ["COUNCIL_LOCAL_PANEL"] = args.panel
     from council.config.local import local_available
 
     if not local_available():
@@ -185,8 +255,17 @@ def main() -> None:
     load0 = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{len(claims)} claims · database {url}", file=sys.stderr)
     t = time.perf_counter()
-    res = asyncio.run(run(claims, url, args.out))
-    report(res)
+    if not args.ask_only:
+        res = asyncio.run(run(claims, url, args.out, args.concurrency))
+        report(res)
+    if args.ask_timing or args.ask_only:
+        from council.config.local import runtime
+
+        runtime().stop()  # each `council ask` starts its own server, as a user's would
+        timings, rulings = ask_timing("What is the capital of France?")
+        for what, secs in timings:
+            print(f"council ask ({args.panel} panel), {what}: {secs:.1f} s")
+        print(f"adjudicator calls in those runs by status (ok = a valid ruling): {rulings}")
     print(f"wall time {time.perf_counter() - t:.0f} s · {os.cpu_count()} CPUs · load average (1, 5, 15 min) at "
           f"the start {load0}, at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 

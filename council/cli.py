@@ -155,9 +155,9 @@ def _council(config: Path | None, db: str | None, recipe: str | None = None) -> 
 
     council = Council(config, db=db, recipe=recipe)
     if council.demo:
-        from council.config.local import DEMO_NOTICE
+        from council.config.local import demo_notice
 
-        typer.echo(DEMO_NOTICE, err=True)
+        typer.echo(demo_notice(), err=True)
     return council
 
 
@@ -371,7 +371,8 @@ def models(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     out = []
     for e, q in rows:
         price = (lambda v: "local" if e.local else ("?" if v is None else f"{v:g}"))
-        out.append([e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else ""),
+        out.append([e.name, e.model + (f"\n{e.api_base}" if e.api_base else "") + (f"\n{e.weights_path}" if e.weights_path else "")
+                    + (f"\nsha256 {e.weights_sha256}" if e.weights_sha256 else ""),
                     e.provider or "?", ", ".join(sorted(e.capabilities or [])), f"{e.quality:g}",
                     price(e.input_usd_per_mtok), price(e.output_usd_per_mtok), str(e.context_window or "?"),
                     ", ".join(p for p, r in q.items() if r is None) or "none"])

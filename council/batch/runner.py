@@ -400,7 +400,7 @@ async def acheck_many(
     *,
     config: Any = None,
     db: str | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     budget_usd: float | None = None,
     out: str | os.PathLike[str] | None = None,
     batch_id: str | None = None,
@@ -418,7 +418,9 @@ async def acheck_many(
     the module docstring. Raises ``InputError`` (unreadable input, bad ``out``), ``ConfigError`` or
     ``StoreError`` when the batch cannot run at all; a claim's own failure is a status, never an error.
 
-    ``concurrency``: councils at once, in all processes together. ``processes``: more than 1 starts that
+    ``concurrency``: councils at once, in all processes together; default 8, but 1 on a built-in local
+    panel (its members share one llama.cpp server, which answers one request at a time and reuses the
+    prompt prefix the members of one claim share: more councils at once only interleave their prompts). ``processes``: more than 1 starts that
     many minus one helper processes (``python -m council.batch``) that take claims from the same database:
     one Python process spends most of its time on CPU, so this is how a batch uses several cores. Each
     process gets an equal share of what is left of the budget (their sum never exceeds it). It needs the
@@ -431,7 +433,7 @@ async def acheck_many(
     from council.pipeline.engine import Council
 
     started = time.monotonic()
-    if concurrency < 1:
+    if concurrency is not None and concurrency < 1:
         raise InputError("concurrency must be at least 1")
     if budget_usd is not None and budget_usd <= 0:
         raise InputError("the budget must be positive")
@@ -455,6 +457,8 @@ async def acheck_many(
     # The rate limiter checks its limits and reaches its storage now: a bad limit or an unreachable shared
     # storage stops the batch before anything is recorded or sent.
     await asyncio.to_thread(lambda: council.limiter)
+    if concurrency is None:
+        concurrency = 1 if council.demo else 8
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
     _draw_from_ceilings(budget, council.store)

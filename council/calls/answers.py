@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import re
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlmodel import AutoString, Field, SQLModel
+
+from council.config.catalog import FactLabel  # one definition, shared with model entries
 
 __all__ = [
     "AnswerDraft",
@@ -23,7 +23,6 @@ __all__ = [
     "MemberOutcome",
 ]
 
-FactLabel = Literal["SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"]
 
 _ALNUM = re.compile(r"[^\W_]")  # a letter or digit, in any script
 

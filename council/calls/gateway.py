@@ -169,6 +169,9 @@ class CallResult(_Billed):
     text: str
     """The assistant message content."""
     completion_tokens: int = 0
+    first_token_logprobs: dict[str, float] = Field(default_factory=dict)
+    """The first generated token's most probable alternatives -> natural-log probability (OpenAI
+    ``top_logprobs``), when the call asked for them; empty otherwise or when the provider sent none."""
 
 
 _KEY_PATTERNS = [
@@ -399,11 +402,13 @@ async def acomplete(
     temperature: float | None,
     timeout_s: float,
     schema: type[BaseModel] | None = None,
+    top_logprobs: int | None = None,
 ) -> CallResult:
     """Make one attempt at a chat completion; return its result or raise a ModelCallError.
 
     ``schema`` is sent as litellm ``response_format`` when the model has the ``json_schema`` capability;
-    validating the text against it is the caller's job. Cost: the provider's reported cost when it gives
+    validating the text against it is the caller's job. ``top_logprobs``: ask for that many alternatives of
+    each generated token (``logprobs=True``); the first token's come back in ``first_token_logprobs``. Cost: the provider's reported cost when it gives
     one, else the catalog price of ``entry`` (the model that actually served), else unknown.
     """
     kwargs: dict[str, Any] = {
@@ -419,6 +424,8 @@ async def acomplete(
     fmt = _response_format(entry, schema)
     if fmt is not None:
         kwargs["response_format"] = fmt
+    if top_logprobs:
+        kwargs.update(logprobs=True, top_logprobs=top_logprobs)
     resp, latency = await _call("acompletion", entry, kwargs, timeout_s)
     choice = resp.choices[0] if resp.choices else None
     text = (choice.message.content if choice is not None else None) or ""
@@ -436,8 +443,23 @@ async def acomplete(
         request_id=getattr(resp, "id", None),
         latency_s=latency,
         quota=_quota((getattr(resp, "_hidden_params", None) or {}).get("additional_headers")),
+        first_token_logprobs=_first_token_logprobs(choice) if top_logprobs else {},
     )
 
+
+def _first_token_logprobs(choice: Any) -> dict[str, float]:
+    """``{token: logprob}`` of the first generated token's top alternatives (objects or dicts, as litellm
+    passes them on)."""
+    get = lambda o, k: o.get(k) if isinstance(o, dict) else getattr(o, k, None)  # noqa: E731
+    content = get(get(choice, "logprobs") or {}, "content") if choice is not None else None
+    if not content:
+        return {}
+    out: dict[str, float] = {}
+    for alt in get(content[0], "top_logprobs") or []:
+        token, lp = get(alt, "token"), get(alt, "logprob")
+        if isinstance(token, str) and isinstance(lp, (int, float)):
+            out[token] = max(float(lp), out.get(token, float("-inf")))
+    return out
 
 
 

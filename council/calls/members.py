@@ -60,6 +60,8 @@ class PlainPrompts:
     """For base models in completion mode."""
     task: str
     question: str
+    render_own: Callable[[str], RenderedPrompt] | None = None
+    """Renders a model's own ``prompt_template`` with this question's context (task, question, passages)."""
 
 
 @dataclass
@@ -133,7 +135,18 @@ def _prompt_for(ctx: CallContext, entry: ModelEntry) -> RenderedPrompt | None:
         return ctx.prompt
     if ctx.plain is None:
         return None
+    if entry.prompt_template and ctx.plain.render_own is not None:
+        return ctx.plain.render_own(entry.prompt_template)
     return ctx.plain.completion if entry.prompt_style == "completion" else ctx.plain.sentence
+
+
+# Alternatives asked for per token by a logprobs member: enough to hold every spelling of both answers.
+_TOP_LOGPROBS = 10
+
+
+def _reads_logprobs(ctx: CallContext, entry: ModelEntry) -> bool:
+    """True when this call's label comes from token probabilities: one token is all it needs."""
+    return entry.confidence_from == "logprobs" and ctx.plain is not None and ctx.plain.task == "check"
 
 
 def _messages(prompt: RenderedPrompt, ctx: CallContext, entry: ModelEntry, repair: list[ChatMessage]) -> list[ChatMessage]:
@@ -147,7 +160,15 @@ def _messages(prompt: RenderedPrompt, ctx: CallContext, entry: ModelEntry, repai
     return [*head, ChatMessage(role="user", content=user), *repair]
 
 
-def _parse(ctx: CallContext, entry: ModelEntry, schema: type[T], text: str) -> T:
+def _parse(ctx: CallContext, entry: ModelEntry, schema: type[T], result: gateway.CallResult) -> T:
+    text = result.text
+    if _reads_logprobs(ctx, entry):
+        assert ctx.plain is not None
+        from .plaintext import logprob_answer
+
+        drafted = logprob_answer(text, result.first_token_logprobs, tokens=entry.logprob_tokens,
+                                 question=ctx.plain.question, calibration=entry.calibration)
+        return schema.model_validate(drafted.model_dump())
     if entry.answer_style == "sentence":
         assert ctx.plain is not None
         from .plaintext import sentence_answer
@@ -211,6 +232,9 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
             continue
         used = prompt
         max_tokens = min(policy.max_output_tokens, entry.max_output_tokens or policy.max_output_tokens)
+        logprobs = _reads_logprobs(ctx, entry)
+        if logprobs:
+            max_tokens = 1
         worst = _worst_case(entry, estimate_tokens(prompt.system + prompt.user), max_tokens)
         if policy.max_call_usd is not None and worst is not None and worst > policy.max_call_usd:
             attempt += 1
@@ -263,6 +287,7 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                     temperature=policy.temperature,
                     timeout_s=policy.timeout_s,
                     schema=schema if entry.answer_style == "structured" else None,
+                    top_logprobs=_TOP_LOGPROBS if logprobs else None,
                 )
             except ModelCallError as exc:
                 if permit is not None:
@@ -311,7 +336,7 @@ async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) 
                 model_reported=result.model_reported,
             )
             try:
-                value = _parse(ctx, entry, schema, result.text)
+                value = _parse(ctx, entry, schema, result)
             except InvalidAnswer as exc:
                 last_kind, last_reason, last_raw = exc.kind, f"{entry.name}: answer {exc}", result.text
                 emit(entry, started, status="invalid", error_kind=exc.kind, error_message=str(exc), **billed)

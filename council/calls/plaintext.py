@@ -10,16 +10,21 @@ sentence becomes the answer and one claim:
   that ...``) when REFUTED, so members that agree on the label cluster together;
 - the claim's confidence is the entry's ``stated_confidence`` (the model states none).
 An empty or verdict-less answer where one is needed is an InvalidAnswer, retried like invalid JSON.
+
+A model with ``confidence_from = "logprobs"`` answers a fact check with one token; its label and confidence
+come from that token's probabilities (``logprob_answer``), not from any number it writes.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 from .answers import AnswerDraft, ClaimDraft, FactLabel
+from council.config.catalog import PlattScaling
 from council.errors import InvalidAnswer
 
-__all__ = ["sentence_answer"]
+__all__ = ["logprob_answer", "sentence_answer", "token_probability"]
 
 _LEADING = re.compile(r"^\W*(yes|no|true|false|correct|incorrect|right|wrong)\b[\s,.:;!-]*", re.IGNORECASE)
 _POSITIVE = {"yes", "true", "correct", "right"}
@@ -69,3 +74,41 @@ def sentence_answer(text: str, *, task: str, question: str, confidence: float) -
     claim = rest or sentence
     claim = claim[:1].upper() + claim[1:]
     return AnswerDraft(answer=sentence, confidence=confidence, claims=[ClaimDraft(text=claim, confidence=confidence)])
+
+
+def token_probability(text: str, logprobs: dict[str, float], tokens: dict[str, FactLabel]) -> tuple[float, float]:
+    """``(P(SUPPORTED), mass)`` from the first token's alternatives: the probability mass of the tokens that
+    mean SUPPORTED over that of both answers (``mass``: how much of the whole distribution the two answers
+    hold). InvalidAnswer when neither answer is among the alternatives."""
+    mass: dict[FactLabel, float] = {"SUPPORTED": 0.0, "REFUTED": 0.0}
+    for token, lp in logprobs.items():
+        label = tokens.get(token.strip().lower())
+        if label in mass:
+            mass[label] += math.exp(lp)
+    total = mass["SUPPORTED"] + mass["REFUTED"]
+    if total <= 0.0:
+        seen = ", ".join(repr(t) for t in list(logprobs)[:5]) or "none (the server sent no logprobs)"
+        raise InvalidAnswer(f"has no answer token among the first token's alternatives ({seen})", raw_text=text)
+    return mass["SUPPORTED"] / total, total
+
+
+def logprob_answer(text: str, logprobs: dict[str, float], *, tokens: dict[str, FactLabel], question: str,
+                   calibration: PlattScaling | None) -> AnswerDraft:
+    """The fact-check answer read from the first token's probabilities (``confidence_from = "logprobs"``).
+
+    The probability mass of the alternatives that mean SUPPORTED (``tokens``, compared stripped and
+    lower-cased: ``True``, `` true``, ``TRUE`` all count) against those that mean REFUTED gives the raw
+    ``P(SUPPORTED)``, which ``calibration`` maps to a calibrated one. The label is the likelier side; the
+    answer's confidence is the calibrated probability of that label. The answer text states the numbers,
+    so the stored answer records where its confidence came from.
+    """
+    raw, total = token_probability(text, logprobs, tokens)
+    p = calibration.apply(raw) if calibration is not None else raw
+    label: FactLabel = "SUPPORTED" if p >= 0.5 else "REFUTED"
+    confidence = p if label == "SUPPORTED" else 1.0 - p
+    claim = question.strip() if label == "SUPPORTED" else _negate(question)
+    how = f", calibrated {p:.3f}" if calibration is not None else ""
+    answer = (f"{label} with probability {confidence:.3f} (first answer token {text.strip()!r}; token "
+              f"P(SUPPORTED) {raw:.3f} over a mass of {total:.3f}{how})")
+    return AnswerDraft(answer=answer, label=label, confidence=confidence,
+                       claims=[ClaimDraft(text=claim, confidence=confidence)])

@@ -8,6 +8,7 @@ imports litellm) and any of them can be overridden per entry in the config.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 
@@ -18,9 +19,30 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from council.errors import ConfigError
 from .policy import Capability, LatencyTier
 
-__all__ = ["ModelDefaults", "ModelEntry", "resolve_catalog", "price_of"]
+FactLabel = Literal["SUPPORTED", "REFUTED", "NOT_ENOUGH_INFO"]
+
+__all__ = ["FactLabel", "ModelDefaults", "ModelEntry", "PlattScaling", "resolve_catalog", "price_of"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+class PlattScaling(BaseModel):
+    """``P(SUPPORTED) = sigmoid(slope * logit(p) + intercept)`` for a raw token probability ``p``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slope: float
+    """Multiplies the raw log-odds (below 1: the model is over-confident)."""
+    intercept: float
+    """Added to the log-odds (negative: the model leans towards SUPPORTED)."""
+    fitted_on: str = ""
+    """What the parameters were fitted on (data set, size), for the record."""
+
+    def apply(self, p: float) -> float:
+        """The calibrated probability for raw probability ``p``."""
+        p = min(max(p, 1e-6), 1.0 - 1e-6)
+        z = self.slope * math.log(p / (1.0 - p)) + self.intercept
+        return 1.0 / (1.0 + math.exp(-z)) if z > -50 else 0.0
 
 
 class ModelDefaults(BaseModel):
@@ -98,9 +120,31 @@ class ModelEntry(BaseModel):
     when a run needs it (api_base is then filled in) and stops it at exit."""
     weights_path: str | None = None
     """Where the model's weights are, for local models (shown by ``council models``)."""
+    weights_sha256: str | None = None
+    """The pinned sha256 of ``weights_path`` (shown by ``council models``), when council assembled it."""
+    prompt_template: str | None = None
+    """Prompt template (in prompts/) for this model's ``sentence`` answers instead of the recipe's: members
+    that share one weights file can be asked in different words (an ensemble over prompts)."""
+    confidence_from: Literal["stated", "logprobs"] = "stated"
+    """``logprobs`` (``sentence`` models on a fact check): the label and its confidence come from the
+    probabilities of the first answer token (OpenAI ``top_logprobs``, which llama.cpp's server returns),
+    read through ``logprob_tokens`` and ``calibration``; the model writes one token. ``stated``: the
+    confidence is ``stated_confidence`` (or the number the model writes, for structured answers)."""
+    logprob_tokens: dict[str, FactLabel] = Field(default_factory=dict)
+    """For ``confidence_from = "logprobs"``: first tokens (compared stripped and lower-cased) and the label
+    each one means, e.g. ``{"true": "SUPPORTED", "false": "REFUTED"}``; for a prompt asking "is it false?",
+    ``{"yes": "REFUTED", "no": "SUPPORTED"}``."""
+    calibration: PlattScaling | None = None
+    """Platt scaling of this model's token probability of SUPPORTED, fitted on labelled claims; None: the
+    raw token probability is used as it is."""
 
     @model_validator(mode="after")
     def _styles_fit(self) -> ModelEntry:
+        if self.confidence_from == "logprobs":
+            if self.answer_style != "sentence":
+                raise ValueError('confidence_from = "logprobs" needs answer_style = "sentence"')
+            if {"SUPPORTED", "REFUTED"} - set(self.logprob_tokens.values()):
+                raise ValueError('confidence_from = "logprobs" needs logprob_tokens naming a SUPPORTED and a REFUTED token')
         if self.prompt_style == "completion" and self.answer_style != "sentence":
             raise ValueError("a completion-style model must have answer_style = \"sentence\"")
         if self.serve == "llama.cpp" and not self.weights_path:

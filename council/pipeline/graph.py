@@ -13,6 +13,7 @@ closes the run. State between nodes is typed: pydantic models in a TypedDict, no
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -241,7 +242,8 @@ async def member(task: MemberTask, runtime: Runtime[GraphDeps]) -> CouncilState:
         prompt=plan_.member_prompt, sink=deps.store.add_call, budget=deps.budget_of(req.run_id), image=req.image,
         first_attempt=first, on_send=_intent(deps), limiter=deps.limiter,
         plain=PlainPrompts(sentence=plan_.sentence_prompt, completion=plan_.completion_prompt, task=req.task,
-                           question=req.question),
+                           question=req.question, render_own=functools.partial(
+                               render, task=req.task, question=req.question, passages=plan_.passages)),
     )
     out = await run_chain(ctx, seat.chain, AnswerDraft)
     if out.value is None or out.model is None or out.call_id is None:

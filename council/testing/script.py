@@ -112,6 +112,10 @@ class Answer(_Strict):
     content: str | dict[str, Any] | list[Any]
     """The reply: plain text, or a JSON object/array served as ``json.dumps(content)``."""
 
+    top_logprobs: dict[str, float] = Field(default_factory=dict)
+    """The first token's alternatives -> natural-log probability, served as OpenAI ``logprobs`` (the
+    first token = the most probable one) when the request asks for ``logprobs``; empty: ``logprobs`` null."""
+
     def matches(self, question: str) -> bool:
         """True when this answer applies to ``question`` (the last user message)."""
         return _contains(self.match, question)

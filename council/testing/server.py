@@ -16,6 +16,8 @@ Endpoints (OpenAI wire format where one exists):
   ``Retry-After`` when scripted), faults "500"/"503" -> 500/503. A model with ``rpm`` in the script answers
   a request above its limit with 429 ``rate_limit_error`` and ``Retry-After`` (recorded with fault
   ``"rpm"``), and its answers announce the remaining quota in ``x-ratelimit-*`` headers.
+  With ``logprobs: true``, an answer's scripted ``top_logprobs`` come back as the first token's OpenAI
+  ``logprobs`` (at most ``top_logprobs`` alternatives).
 - ``POST /v1/completions``: the legacy text completion (for base models in completion mode): the
   ``prompt`` is matched like a last user message; same faults, latency and usage; ``choices[0].text``.
 - ``POST /v1/embeddings``: for models with ``embedding_dims``, deterministic hashed-word vectors (texts
@@ -469,6 +471,10 @@ class ScriptedServer:
             {"index": 0, "text": content, "finish_reason": "stop", "logprobs": None} if completion
             else {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
         )
+        if not completion and body.get("logprobs") and answer.top_logprobs and kind is None:
+            ranked = sorted(answer.top_logprobs.items(), key=lambda kv: -kv[1])[: int(body.get("top_logprobs") or 1)]
+            alts = [{"token": t, "logprob": lp, "bytes": None} for t, lp in ranked]
+            choice["logprobs"] = {"content": [{**alts[0], "top_logprobs": alts}]}
         payload = {
             "id": request_id, "object": "text_completion" if completion else "chat.completion",
             "created": int(time.time()), "model": model, "choices": [choice],

