@@ -9,7 +9,7 @@ Public names are imported lazily: ``import council`` loads neither litellm nor l
 The package is layered; imports point down only (checked by import-linter's contracts in pyproject.toml):
 
     cli                      the ``council`` command
-    batch                    batch runs of fact checks (input files, runner, helper processes)
+    batch | eval             batch runs of fact checks; the eval harness (golden sets, arms, statistics)
     pipeline                 typed state, the LangGraph wiring, the ``Council`` API
     provenance               provenance graph, PROV, traces, drawing, monitoring
     store                    tables, migrations, the store, the batch queue, resume
@@ -36,6 +36,9 @@ _EXPORTS = {
     "check_many": "batch.runner",
     "acheck_many": "batch.runner",
     "BatchReport": "batch.runner",
+    "evaluate": "eval.runner",
+    "aevaluate": "eval.runner",
+    "EvalReport": "eval.report",
     "CouncilConfig": "config.settings",
     "load_config": "config.settings",
     "TaskPolicy": "config.policy",

@@ -111,6 +111,7 @@ def _sources(paths: list[Path] | None) -> list[Path]:
 from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
 
 app.command("check")(_check_batch)
+__import__("council.eval.cli", fromlist=["register"]).register(app)  # council eval, council eval compare, council evals
 
 
 @app.command("check-one")
