@@ -172,7 +172,7 @@ def print_report(con: Any, report: Any) -> None:
         t.add_column(h, justify="left" if h == "arm" else "right")
     notes: list[str] = []
     for a in report.arms:
-        ci = f"{_pct(a.ci_low)}–{_pct(a.ci_high)}" if a.ci_low is not None else "n/a*"
+        ci = f"{_pct(a.ci_low)}–{_pct(a.ci_high)}{'*' if a.ci_note else ''}" if a.ci_low is not None else "n/a*"
         if a.ci_note:
             notes.append(f"{a.arm}: {a.ci_note}")
         if a.ece_note:
@@ -187,7 +187,9 @@ def print_report(con: Any, report: Any) -> None:
         tt = Table("arm", "tag", "scored", "accuracy", "95% interval", title="by tag")
         for x in report.tags:
             tt.add_row(x.arm, x.tag, str(x.scored), _pct(x.accuracy),
-                       f"{_pct(x.ci_low)}–{_pct(x.ci_high)}" if x.ci_low is not None else "n/a*")
+                       f"{_pct(x.ci_low)}–{_pct(x.ci_high)}{'*' if x.ci_note else ''}" if x.ci_low is not None else "n/a*")
+            if x.ci_note and x.ci_low is None:
+                notes.append(f"{x.arm} {x.tag}: {x.ci_note}")
         con.print(tt)
     for n in dict.fromkeys(notes):
         con.print(f"* {n}", markup=False)

@@ -27,8 +27,13 @@ def reliability_figure(report: EvalReport) -> Any:
     """A reliability diagram per arm: accuracy against stated confidence in 10 bins (dot size: items)."""
     plt = _pyplot()
     arms = [a.arm for a in report.arms]
-    fig, axes = plt.subplots(1, len(arms), figsize=(3.2 * len(arms), 3.4), squeeze=False)
-    for ax, arm in zip(axes[0], arms):
+    cols = min(4, len(arms))
+    nrows = -(-len(arms) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.4 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(arms):]:
+        ax.set_visible(False)
+    for ax, arm in zip(flat, arms):
         rows = [o for o in report.outcomes if o.arm == arm and o.status == "ok" and o.confidence is not None
                 and o.correct is not None]
         ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--")
@@ -42,7 +47,7 @@ def reliability_figure(report: EvalReport) -> Any:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("stated confidence")
-    axes[0][0].set_ylabel("accuracy")
+        ax.set_ylabel("accuracy")
     fig.tight_layout()
     return fig
 

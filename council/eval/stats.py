@@ -48,6 +48,7 @@ class ArmStats(BaseModel):
     """95% bootstrap percentile interval of the accuracy (None below ``MIN_ITEMS_CI`` scored items)."""
     ci_high: float | None
     ci_note: str | None = None
+    """Why there is no interval, or how it was computed when not by bootstrap."""
     cost_usd: float
     """Total cost as if the arm had run alone (sum of the call records its answers rest on)."""
     cost_per_correct_usd: float | None
@@ -107,15 +108,22 @@ class Comparison(BaseModel):
 
 
 def accuracy_interval(correct: Sequence[bool], seed: int = 0) -> tuple[float | None, float | None, str | None]:
-    """95% bootstrap percentile interval of the mean of ``correct``, or (None, None, why)."""
+    """95% interval of the mean of ``correct``, or (None, None, why).
+
+    The bootstrap percentile interval; when every item agrees (all right or all wrong) resampling cannot
+    vary and would claim certainty, so the exact Clopper-Pearson interval is given instead, with a note."""
     n = len(correct)
     if n < MIN_ITEMS_CI:
         return None, None, f"no interval: {n} scored items, at least {MIN_ITEMS_CI} needed"
-    from scipy.stats import bootstrap
+    from scipy.stats import binomtest, bootstrap
 
     data = np.asarray(correct, dtype=float)
+    k = int(data.sum())
+    if k in (0, n):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        return float(ci.low), float(ci.high), f"exact Clopper-Pearson interval: all {n} items {'right' if k else 'wrong'}"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # all-equal data: the percentile interval is the point, said as such
+        warnings.simplefilter("ignore")
         res = bootstrap((data,), np.mean, confidence_level=0.95, n_resamples=BOOTSTRAP_RESAMPLES,
                         method="percentile", rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high), None
