@@ -69,9 +69,14 @@ class ArmOutcome(BaseModel):
 
 
 def budget_hit(run: StoredRun) -> bool:
-    """True when the latest attempt of some seat or step of the run was refused by the budget."""
+    """True when, in the run's latest (re)start, the latest attempt of some seat or step was refused by
+    the budget. (A resumed run restarts at a later ``created_at``; what its earlier tries were refused
+    may not be needed any more.)"""
     last: dict[tuple[str, str], CallRecord] = {}
+    start = run.created_at.replace(tzinfo=None)
     for c in run.calls:
+        if c.started_at.replace(tzinfo=None) < start:
+            continue
         key = (c.node, c.member_label)
         if key not in last or c.attempt >= last[key].attempt:
             last[key] = c

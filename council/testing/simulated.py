@@ -7,8 +7,9 @@ ground truth (tests, ``benchmarks/bench_eval.py``, ``notebooks/04_eval.ipynb``).
     sim.write_golden("golden.jsonl")
 
 Each item is "Statement NNNN is true." with a random true label (SUPPORTED or REFUTED). Each member is
-right on an item with its set probability, drawn independently per member and item from ``seed``, and
-states its set accuracy as its confidence (a calibrated member). The judge (adjudicator) is right with
+right on exactly its set share of the items (or, with ``exact=False``, on each item with its set
+probability), drawn independently per member from ``seed``, and states its set accuracy as its confidence
+(a calibrated member). The judge (adjudicator) is right with
 ``judge_accuracy``. ``sim.right[model][i]`` says whether the model was scripted right on item ``i``, so a
 test can compare the harness's figures with the truth as realized, as well as with the set rates. Items
 carry tags ``risk=high``/``risk=low`` (alternating) and ``domain=even``/``domain=odd``.
@@ -70,9 +71,15 @@ class SimulatedPanel:
 
 
 def simulated_panel(n: int, accuracies: dict[str, float], *, prices: dict[str, tuple[float, float]] | None = None,
-                    judge_accuracy: float = 0.8, seed: int = 0, latency: float = 0.0) -> SimulatedPanel:
-    """Script ``n`` labelled statements for members of the given accuracies (see the module docstring)."""
+                    judge_accuracy: float = 0.8, seed: int = 0, latency: float = 0.0,
+                    exact: bool = True) -> SimulatedPanel:
+    """Script ``n`` labelled statements for members of the given accuracies (see the module docstring).
+
+    ``exact``: each member is right on exactly ``round(accuracy × n)`` items, at positions drawn at random
+    independently per member (so its realized accuracy is its set one); False: right on each item with
+    probability ``accuracy`` (Bernoulli draws, realized accuracies vary around the set ones)."""
     rng = random.Random(seed)
+    planned: dict[str, set[int]] = {m: set(rng.sample(range(n), round(a * n))) for m, a in accuracies.items()}
     prices = dict(prices or {})
     for i, m in enumerate(accuracies):
         prices.setdefault(m, (0.5 * (i + 1), 1.0 * (i + 1)))
@@ -86,7 +93,8 @@ def simulated_panel(n: int, accuracies: dict[str, float], *, prices: dict[str, t
         golden.append({"id": f"s{i:04d}", "claim": f"{key} is true.", "label": "SUPPORTED" if truth else "REFUTED",
                        "tags": {"risk": "high" if i % 2 else "low", "domain": "odd" if i % 2 else "even"}})
         for m, acc in accuracies.items():
-            ok = rng.random() < acc
+            draw = rng.random() < acc
+            ok = i in planned[m] if exact else draw
             right[m].append(ok)
             says = truth if ok else not truth
             text = f"{key} is true." if says else f"{key} is not true."
