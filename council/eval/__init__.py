@@ -21,8 +21,8 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "evaluate": "runner", "aevaluate": "runner", "EvalReport": "report", "write_report": "report",
-    "read_report": "report", "ArmStats": "stats", "TagStats": "stats", "Comparison": "stats",
+    "evaluate": "runner", "aevaluate": "runner", "EvalReport": "report", "write_report": "files",
+    "read_report": "files", "ArmStats": "stats", "TagStats": "stats", "Comparison": "stats",
     "compare_outcomes": "stats", "ArmOutcome": "outcomes", "GoldenItem": "golden", "GoldenSet": "golden",
     "read_golden": "golden", "score_answer": "golden", "EvalInfo": "store", "EvalStore": "store",
     "Arm": "arms", "parse_arms": "arms", "compare_evals": "compare", "load_eval": "compare",

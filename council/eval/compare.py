@@ -19,7 +19,7 @@ __all__ = ["compare_evals", "load_eval"]
 def load_eval(ref: str | os.PathLike[str], store: Any = None) -> tuple[EvalInfo, list[ArmOutcome]]:
     """An eval's record and outcomes, from a JSON report file or from the store (by id prefix)."""
     if str(ref).lower().endswith(".json") and Path(ref).is_file():
-        from .report import read_report
+        from .files import read_report
 
         report = read_report(ref)
         return report.info, report.outcomes

@@ -15,7 +15,12 @@ __all__ = ["frontier_figure", "png", "reliability_figure", "render_html"]
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        from council.errors import InputError
+
+        raise InputError("the HTML report's figures need matplotlib: pip install 'council[eval]'") from None
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

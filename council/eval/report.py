@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from council.errors import InputError
 from .golden import BadGoldenRow, GoldenItem
 from .outcomes import ArmOutcome
 from .stats import ArmStats, TagStats, arm_stats, tag_stats
 from .store import EvalInfo
 
-__all__ = ["EvalReport", "build_report", "write_report"]
+__all__ = ["EvalReport", "build_report"]
 
 
 class EvalReport(BaseModel):
@@ -83,30 +79,3 @@ def build_report(info: EvalInfo, items: list[GoldenItem], bad_rows: list[BadGold
         as_if_alone_usd=round(sum(s.cost_usd for s in stats), 12), budget_exhausted=budget_exhausted,
         elapsed_s=elapsed_s, demo=demo,
     )
-
-
-def write_report(report: EvalReport, path: str | os.PathLike[str]) -> Path:
-    """Write the report as JSON (``.json``) or as a self-contained HTML page with its figures (``.html``)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".json":
-        text = report.to_json()
-    elif suffix in (".html", ".htm"):
-        from .html import render_html
-
-        text = render_html(report)
-    else:
-        raise InputError(f"--out {p}: unknown report format {suffix or '(no extension)'!r}: use .html or .json")
-    try:
-        p.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"--out {p}: cannot write it ({exc.strerror or exc})") from None
-    return p
-
-
-def read_report(path: str | os.PathLike[str]) -> EvalReport:
-    """Read a JSON report written by ``write_report``."""
-    try:
-        return EvalReport.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable eval report ({exc})") from None

@@ -33,7 +33,8 @@ from council.errors import ConfigError, CouncilError, InputError, QualificationE
 from .arms import PANEL_RECIPE, Arm, parse_arms
 from .golden import GoldenItem, GoldenSet, Task, read_golden
 from .outcomes import ArmOutcome, budget_hit, outcome_for, skipped
-from .report import EvalReport, build_report, write_report
+from .files import write_report
+from .report import EvalReport, build_report
 from .store import EvalInfo, EvalStore
 
 __all__ = ["aevaluate", "evaluate"]
