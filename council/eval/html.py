@@ -14,27 +14,24 @@ from .stats import reliability_bins
 __all__ = ["frontier_figure", "png", "reliability_figure", "render_html"]
 
 
-def _pyplot() -> Any:
+def _figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure outside pyplot: no global state, no backend switch (notebooks keep theirs)."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ModuleNotFoundError:
         from council.errors import InputError
 
         raise InputError("the HTML report's figures need matplotlib: pip install 'council[eval]'") from None
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def reliability_figure(report: EvalReport) -> Any:
     """A reliability diagram per arm: accuracy against stated confidence in 10 bins (dot size: items)."""
-    plt = _pyplot()
     arms = [a.arm for a in report.arms]
     cols = min(4, len(arms))
     nrows = -(-len(arms) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 3.4 * nrows), squeeze=False)
+    fig = _figure(figsize=(3.2 * cols, 3.4 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[len(arms):]:
         ax.set_visible(False)
@@ -59,8 +56,8 @@ def reliability_figure(report: EvalReport) -> Any:
 
 def frontier_figure(report: EvalReport) -> Any:
     """Accuracy (with its interval) against cost per item as if run alone; the Pareto frontier joined."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = _figure(figsize=(5.5, 3.8))
+    ax = fig.subplots()
     points = []
     for a in report.arms:
         if a.accuracy is None or not a.scored:
@@ -89,11 +86,9 @@ def frontier_figure(report: EvalReport) -> Any:
 
 
 def png(fig: Any) -> bytes:
-    """The figure as PNG bytes (the figure is closed)."""
-    plt = _pyplot()
+    """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 
