@@ -175,17 +175,28 @@ def stats(
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    recent: Annotated[str, typer.Option("--recent", help="Drift: compare each model's runs since this (an age such as 1d, or a date) with its earlier ones.")] = "1d",
+    alpha: Annotated[float, typer.Option("--drift-alpha", min=0.0, max=1.0, help="Drift: significance level of Fisher's exact test.")] = 0.01,
 ) -> None:
-    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency."""
+    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency; and drift (a model's recent failure rate, agreement or feedback accuracy significantly off its history)."""
+    from council.provenance.drift import detect_drift, drift_table
     from council.provenance.monitoring import report_table, stats_report
 
-    report = stats_report(_store(db, config), since, model, until=until, by=by)  # type: ignore[arg-type]
+    store = _store(db, config)
+    report = stats_report(store, since, model, until=until, by=by)  # type: ignore[arg-type]
+    drift = detect_drift(store, recent, since=since, model=model, alpha=alpha)
     if as_json:
-        typer.echo(report.model_dump_json(indent=2))
+        typer.echo(json.dumps({**json.loads(report.model_dump_json()), "drift": json.loads(drift.model_dump_json())}, indent=2))
         return
     from rich.console import Console
 
-    Console().print(report_table(report))
+    con = Console()
+    con.print(report_table(report))
+    if drift.flags:
+        con.print(drift_table(drift))
+    else:
+        testable = sum(c.testable for c in drift.checks)
+        con.print(f"no quality drift flagged ({testable} of {len(drift.checks)} checks had enough runs on both sides of {recent})")
 
 
 @app.command()
