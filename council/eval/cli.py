@@ -247,6 +247,35 @@ def compare(
         raise typer.Exit(EXIT_REGRESSION)
 
 
+@eval_app.command("show")
+def show(
+    eval_id: Annotated[str, typer.Argument(help="Eval id (a unique prefix is enough).", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the report: .html or .json.",
+                                             show_default=False)] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Reprint a stored eval's table from the database (an unfinished one shows the items done so far)."""
+    from rich.console import Console
+
+    from council.errors import CouncilError
+    from .compare import stored_report
+
+    try:
+        report = stored_report(eval_id, _store(db, config))
+        if out is not None:
+            from .files import write_report
+
+            write_report(report, out)
+    except CouncilError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_CANNOT_RUN) from None
+    print_report(Console(highlight=False), report)
+    done = len({o.item_id for o in report.outcomes})
+    if done < report.info.items_total:
+        typer.echo(f"partial: {done} of {report.info.items_total} items have outcomes (rerun the eval to finish it)")
+
+
 def evals(
     db: DbOpt = None,
     config: ConfigOpt = None,

@@ -52,3 +52,30 @@ def compare_evals(a: str | os.PathLike[str], b: str | os.PathLike[str], *, arm: 
     if not shared:
         raise InputError(f"the evals share no arm (A: {', '.join(info_a.arms)}; B: {', '.join(info_b.arms)})")
     return [compare_outcomes(x, out_a, out_b, alpha=alpha, cost_threshold=cost_threshold) for x in shared]
+
+
+def stored_report(ref: str, store: Any = None) -> Any:
+    """Rebuild an eval's report from the store (an eval id prefix): its outcomes so far, and the tag
+    breakdown when the golden file is still there unchanged. An eval still running or killed shows the
+    items it finished."""
+    from council.errors import InputError as _InputError
+    from .golden import read_golden
+    from .report import build_report
+
+    if store is None:
+        from council.store.db import Store
+
+        store = Store()
+    estore = EvalStore(store)
+    info = estore.get(ref)
+    outcomes = estore.load(info.eval_id)
+    items, bad = [], []
+    try:
+        gs = read_golden(info.golden_path, info.task)  # type: ignore[arg-type]
+        if gs.sha256 == info.golden_hash:
+            items, bad = gs.items, gs.bad_rows
+    except _InputError:
+        pass  # moved or changed since: no tags
+    runs = sorted({o.run_id for o in outcomes if o.run_id})
+    return build_report(info, items, bad, outcomes, spent_usd=estore.spent_usd(runs), spent_now_usd=0.0,
+                        budget_exhausted=info.status == "budget", elapsed_s=0.0)
