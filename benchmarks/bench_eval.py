@@ -13,7 +13,7 @@ Part 2. Overhead: process CPU seconds per item of ``council.evaluate`` (five arm
 against running the same councils directly (``Council.acheck`` on each item, same concurrency, fresh
 databases), both with the scripted server in this process.
 
-    python benchmarks/bench_eval.py [--items 200] [--overhead-items 100] [--seed 11] [-j 8]
+    python benchmarks/bench_eval.py [--items 200] [--overhead-items 100] [--repeats 4] [--seed 11] [-j 8] [--skip-arms]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -105,24 +106,29 @@ def part2(args: argparse.Namespace, tmp: Path) -> None:
     n = args.overhead_items
     sim = simulated_panel(n, ACC, prices=PRICES, seed=args.seed + 1)
     warm = simulated_panel(5, ACC, prices=PRICES, seed=args.seed + 2)
-    rows = []
+    cpu: dict[str, list[float]] = {}
+    wall: dict[str, list[float]] = {}
     with ScriptedServer(sim.script) as srv, ScriptedServer(warm.script) as wsrv:
         golden = sim.write_golden(tmp / "overhead.jsonl")
         # warm-up: imports, first connections, graph compilation
         council.evaluate(warm.write_golden(tmp / "warm.jsonl"), arms="majority,council", config=warm.config(wsrv.base_url),
                          db=f"sqlite:///{tmp / 'warm.db'}", concurrency=args.j)
-        for label, fn in (
-            ("Council.acheck per item (the councils alone)",
-             lambda: run_sync(_direct(sim.config(srv.base_url), sim.golden, f"sqlite:///{tmp / 'direct.db'}", args.j))),
-            ("council.evaluate, 5 arms from the shared panel",
-             lambda: council.evaluate(golden, arms="single:m90,single:m75,single:m60,majority,council",
-                                      config=sim.config(srv.base_url), db=f"sqlite:///{tmp / 'eval.db'}",
-                                      concurrency=args.j)),
-        ):
-            c0, w0 = time.process_time(), time.perf_counter()
-            fn()
-            rows.append((label, time.process_time() - c0, time.perf_counter() - w0))
-    t = Table("run", "items", "CPU s", "CPU ms / item", "wall s", title="Harness overhead")
+        runs = {
+            "Council.acheck per item (the councils alone)":
+                lambda k: run_sync(_direct(sim.config(srv.base_url), sim.golden, f"sqlite:///{tmp / f'direct{k}.db'}", args.j)),
+            "council.evaluate, 5 arms from the shared panel":
+                lambda k: council.evaluate(golden, arms="single:m90,single:m75,single:m60,majority,council",
+                                           config=sim.config(srv.base_url), db=f"sqlite:///{tmp / f'eval{k}.db'}",
+                                           concurrency=args.j),
+        }
+        for k in range(args.repeats):  # alternate the order, fresh databases each time
+            for label in (list(runs) if k % 2 == 0 else list(runs)[::-1]):
+                c0, w0 = time.process_time(), time.perf_counter()
+                runs[label](k)
+                cpu.setdefault(label, []).append(time.process_time() - c0)
+                wall.setdefault(label, []).append(time.perf_counter() - w0)
+    rows = [(label, statistics.median(cpu[label]), statistics.median(wall[label])) for label in runs]
+    t = Table("run", "items", "CPU s (median)", "CPU ms / item", "wall s", title=f"Harness overhead, median of {args.repeats} alternating runs")
     for label, cpu, wall in rows:
         t.add_row(label, str(n), f"{cpu:.2f}", f"{1000 * cpu / n:.1f}", f"{wall:.1f}")
     con = Console(width=200)
@@ -138,9 +144,12 @@ def main() -> None:
     ap.add_argument("--overhead-items", type=int, default=100)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("-j", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=4, help="overhead runs of each kind, alternating")
+    ap.add_argument("--skip-arms", action="store_true", help="only measure the overhead")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as d:
-        part1(args, Path(d))
+        if not args.skip_arms:
+            part1(args, Path(d))
         part2(args, Path(d))
 
 

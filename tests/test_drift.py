@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import answer, panel_config, ruling, to_toml
 from council import Council
 
@@ -35,6 +37,7 @@ async def _run(council: Council, prefix: str) -> None:
     await asyncio.gather(*(council.acheck(f"{prefix} claim number {i}.") for i in range(N)))
 
 
+@pytest.mark.timeout(900)
 def test_stats_flags_a_failing_and_a_disagreeing_model(scripted: Any, tmp_path: Path, db_url: str) -> None:
     srv = scripted(_script())
     tables = panel_config(srv.base_url, fact_check={"allowed_models": ["m-a", "m-b", "m-c"], "fallback": "none", "timeout_s": 60.0},
@@ -57,7 +60,7 @@ def test_stats_flags_a_failing_and_a_disagreeing_model(scripted: Any, tmp_path: 
     assert set(flags) == {("m-c", "failure_rate"), ("m-b", "agreement")}, flags
     fail = flags[("m-c", "failure_rate")]
     assert (fail["recent_hits"], fail["recent_n"], fail["history_hits"], fail["history_n"]) == (N, N, 0, N)
-    assert fail["direction"] == "worse" and fail["p_value"] < 1e-5
+    assert fail["direction"] == "worse" and fail["p_value"] < 1e-4
     agree = flags[("m-b", "agreement")]
     assert (agree["recent_hits"], agree["history_hits"], agree["history_n"]) == (0, N, N) and agree["direction"] == "worse"
     steady = [c for c in drift["checks"] if c["model"] == "m-a"]
@@ -65,5 +68,7 @@ def test_stats_flags_a_failing_and_a_disagreeing_model(scripted: Any, tmp_path: 
     text = subprocess.run(args, cwd=ROOT, env=env, text=True, capture_output=True, timeout=120)
     assert text.returncode == 0, text.stderr
     assert "quality drift" in text.stdout and "WORSE" in text.stdout and f"({N}/{N})" in text.stdout
-    quiet = subprocess.run([*args[:-1], "30d"], cwd=ROOT, env=env, text=True, capture_output=True, timeout=120)
-    assert "no quality drift flagged" in quiet.stdout  # everything is recent: no history to differ from
+    from council.provenance.drift import detect_drift
+
+    quiet = detect_drift(council.store, "30d")  # everything is recent: no history to differ from
+    assert quiet.checks == [] and quiet.flags == []

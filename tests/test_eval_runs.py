@@ -254,3 +254,33 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
         # one whose request was written ahead and then cut off by the kill before it reached the server.
         assert received <= records <= received + interrupted
         assert "single:m90" in out and f"/{n}" in out
+
+
+def test_ask_task_scores_short_answers_against_aliases(scripted: Any, tmp_path: Path, db_url: str) -> None:
+    from conftest import answer, panel_config, ruling
+
+    qa = [("capital of Australia", "Canberra is the capital of Australia.", "Sydney is the capital of Australia."),
+          ("wrote Middlemarch", "Middlemarch was written by Mary Ann Evans.", "Middlemarch was written by Charles Dickens."),
+          ("planets", "There are eight planets in the Solar System.", "There are nine planets in the Solar System.")]
+
+    def says(right: bool) -> list[dict[str, Any]]:
+        return [{"match": m, "content": answer(r if right else w, [(r if right else w, 0.8)])} for m, r, w in qa]
+
+    srv = scripted({"seed": 1, "models": {
+        "m-a": {"answers": says(True)}, "m-b": {"answers": says(True)}, "m-c": {"answers": says(False)},
+        "judge": {"answers": [{"match": m, "content": ruling(r, ["C1"])} for m, r, _ in qa]}}})
+    tables = panel_config(srv.base_url, research={"allowed_models": ["m-a", "m-b", "m-c"], "fallback": "none"})
+    tables["embedding"] = "lexical"
+    golden = tmp_path / "ask.jsonl"
+    golden.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "q1", "question": "What is the capital of Australia?", "answer": "Canberra"},
+        {"id": "q2", "question": "Who wrote Middlemarch?", "answer": "George Eliot", "aliases": ["Mary Ann Evans"]},
+        {"id": "q3", "question": "How many planets are in the Solar System?", "answer": "8"},
+    ]) + "\n", encoding="utf-8")
+    report = evaluate(golden, task="ask", arms="single:m-a,single:m-c,majority,council", config=tables, db=db_url)
+    assert (report.arm("single:m-a").correct, report.arm("single:m-c").correct) == (3, 0)
+    assert report.arm("majority").correct == 3 and report.arm("council").correct == 3
+    assert report.arm("council").abstention_rate == 0.0
+    predictions = {o.item_id: o.prediction for o in report.outcomes if o.arm == "single:m-c"}
+    assert predictions["q1"] == "Sydney is the capital of Australia."
+    assert all(a.ci_low is None and "at least 10 needed" in (a.ci_note or "") for a in report.arms)

@@ -3,7 +3,9 @@
 - ``single:MODEL``: one catalog model alone. When MODEL is the first choice of a seat of the shared panel,
   the arm is that seat's answer in the panel run (no extra call); otherwise it gets runs of its own, with
   the task's member policy pinned to that one model (one seat, quorum 1, the vote settles it alone).
-- ``majority``: the plain, unweighted majority of the shared panel's answers (a tie is NOT_ENOUGH_INFO).
+- ``majority``: the plain, unweighted majority of the shared panel's answers (a tie is NOT_ENOUGH_INFO);
+  for ``ask``, the answer most members agree with (equal after normalisation, or one inside the other as
+  whole words), a tie going to the first member by label.
 - a recipe name (``council``, and whatever else ``graphs/NAME.toml`` defines: e.g. review, revise,
   cascade): the recipe's verdict. ``council`` *is* the shared panel run; every other recipe runs on its own.
 

@@ -124,6 +124,24 @@ def _recipe(item: GoldenItem, arm: Arm, run: StoredRun) -> ArmOutcome:
                    latency_s=wall, call_ids=ids)
 
 
+def _same(a: list[str], b: list[str]) -> bool:
+    """Two short answers agree: equal after normalisation, or one occurs in the other as whole words."""
+    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
+    k = len(short)
+    return bool(k) and any(long_[i:i + k] == short for i in range(len(long_) - k + 1))
+
+
+def _plurality(texts: list[str]) -> tuple[str | None, int]:
+    """The answer most other answers agree with (``_same``), and how many agree (itself included); a tie
+    goes to the first member (by label)."""
+    words = [normalize_answer(t) for t in texts]
+    votes = [sum(_same(w, v) for v in words) for w in words]
+    if not texts:
+        return None, 0
+    best = max(range(len(texts)), key=lambda i: (votes[i], -i))
+    return texts[best], votes[best]
+
+
 def _majority(item: GoldenItem, arm: Arm, run: StoredRun) -> ArmOutcome:
     calls = [c for c in run.calls if c.node == "member"]
     answers = run.answers
@@ -133,9 +151,7 @@ def _majority(item: GoldenItem, arm: Arm, run: StoredRun) -> ArmOutcome:
         prediction = majority_label(answers)
         agree = sum(a.label == prediction for a in answers)
     else:
-        prediction = run.verdict.majority_answer if run.verdict is not None else None
-        target = normalize_answer(prediction or "")
-        agree = sum(normalize_answer(a.answer) == target for a in answers)
+        prediction, agree = _plurality([a.answer for a in sorted(answers, key=lambda a: a.member_label)])
     if prediction is None:
         return _failed(item, arm, run, "the members gave no label", calls)
     cost, tokens, _, ids = _sums(calls)
