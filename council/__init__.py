@@ -10,7 +10,7 @@ The package is layered; imports point down only (checked by import-linter's cont
 
     cli                      the ``council`` command
     serve                    ``council serve``: HTTP API, OpenAI-compatible endpoint, web viewer
-    batch                    batch runs of fact checks (input files, runner, helper processes)
+    batch | review | eval    batch runs of fact checks; the human review path; the eval harness
     pipeline                 typed state, the LangGraph wiring, the ``Council`` API
     provenance               provenance graph, PROV, traces, drawing, monitoring
     store                    tables, migrations, the store, the batch queue, resume
@@ -37,6 +37,9 @@ _EXPORTS = {
     "check_many": "batch.api",
     "acheck_many": "batch.api",
     "BatchReport": "batch.runner",
+    "evaluate": "eval.runner",
+    "aevaluate": "eval.runner",
+    "EvalReport": "eval.report",
     "CouncilConfig": "config.settings",
     "load_config": "config.settings",
     "TaskPolicy": "config.policy",

@@ -188,6 +188,8 @@ from council.batch.budget_cli import budget_app  # noqa: E402  (typer only)
 
 app.add_typer(budget_app, name="budget")
 
+__import__("council.eval.cli", fromlist=["register"]).register(app)  # council eval, council eval compare, council evals
+
 
 @app.command("check-one")
 @_errors
@@ -261,8 +263,11 @@ def stats(
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    recent: Annotated[str, typer.Option("--recent", help="Drift: compare each model's runs since this (an age such as 1d, or a date) with its earlier ones.")] = "1d",
+    alpha: Annotated[float, typer.Option("--drift-alpha", min=0.0, max=1.0, help="Drift: significance level of Fisher's exact test.")] = 0.01,
 ) -> None:
-    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency, rate-limit queueing."""
+    """Per-model quality over past runs: reliability, failure and fallback rates, cost, latency, rate-limit queueing; and drift (a model's recent failure rate, agreement or feedback accuracy significantly off its history)."""
+    from council.provenance.drift import detect_drift, drift_table
     from council.provenance.monitoring import stats_report
     from council.review.stats import review_stats, review_table
 
@@ -270,9 +275,11 @@ def stats(
     with _busy("reading the call records"):
         report = stats_report(store, since, model, until=until, by=by)  # type: ignore[arg-type]
         review = review_stats(store, since, until)
+        drift = detect_drift(store, recent, since=since, model=model, alpha=alpha)
     if as_json:
         payload = report.model_dump(mode="json")
         payload["review"] = [r.model_dump(mode="json") for r in review]
+        payload["drift"] = json.loads(drift.model_dump_json())
         typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console
@@ -280,10 +287,16 @@ def stats(
     from council.display import print_table
     from council.provenance.monitoring import report_rows
 
+    con = Console()
     cols, rows, caption = report_rows(report)
-    print_table(Console(), cols, rows, title="model quality", caption=caption)
+    print_table(con, cols, rows, title="model quality", caption=caption)
     if review:
-        Console().print(review_table(review))
+        con.print(review_table(review))
+    if drift.flags:
+        con.print(drift_table(drift))
+    else:
+        testable = sum(c.testable for c in drift.checks)
+        con.print(f"no quality drift flagged ({testable} of {len(drift.checks)} checks had enough runs on both sides of {recent})")
 
 
 @app.command()

@@ -5,7 +5,7 @@ kernelspec that ipykernel installs into the environment), against the scripted d
 starts itself on loopback. The kernel is another process, out of reach of conftest's network guard, so the
 same guard is run as a first cell injected into the executed copy: any connection or name lookup beyond
 loopback fails the notebook. Figures render with matplotlib's inline backend (Agg underneath), so each
-figure becomes an image/png output. The three notebooks run concurrently, each in its own kernel.
+figure becomes an image/png output. The notebooks run concurrently, each in its own kernel.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pytest_asyncio
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
-MIN_FIGURES = {"01_ask.ipynb": 1, "02_provenance.ipynb": 2, "03_monitoring.ipynb": 3}
+MIN_FIGURES = {"01_ask.ipynb": 1, "02_provenance.ipynb": 2, "03_monitoring.ipynb": 3, "04_eval.ipynb": 2}
 CELL_TIMEOUT_S = 240
 
 GUARD = '''\
@@ -125,8 +125,8 @@ def _outputs(nb: Any) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ committed files
 
 
-def test_the_three_notebooks_are_there() -> None:
-    assert NOTEBOOKS == ["01_ask.ipynb", "02_provenance.ipynb", "03_monitoring.ipynb"]
+def test_the_notebooks_are_there() -> None:
+    assert NOTEBOOKS == ["01_ask.ipynb", "02_provenance.ipynb", "03_monitoring.ipynb", "04_eval.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -208,6 +208,9 @@ def test_notebooks_show_what_they_promise(executed: dict[str, Executed]) -> None
     mon = text("03_monitoring.ipynb")
     assert "degraded" in mon and "reliability" in mon and "cirrus: reliability" in mon
     assert "model quality" in mon  # the council stats table
+    ev = text("04_eval.ipynb")
+    assert "single:m90" in ev and "majority" in ev and "ci_low" in ev and "set accuracy" in ev
+    assert "REGRESSION" in ev and "McNemar p" in ev
 
 
 async def test_sync_calls_inside_an_event_loop_are_refused_outside_jupyter() -> None:

@@ -18,9 +18,9 @@ from council.calls.records import CallRecordFields
 
 __all__ = [
     "AnswerRow", "BudgetCeilingRow", "BudgetHoldRow", "BudgetLedgerRow", "CallRow", "ClaimRow",
-    "ClusterRow", "EscalationRow", "FailureRow", "FeedbackRow", "JudgementRow", "MIGRATIONS",
-    "MigrationRow", "PassageRow", "PolicyRow", "ReviewDecisionRow", "ReviewFlagRow", "ReviewRow",
-    "RunModelRow", "RunRow", "RunTagRow", "SourceRow", "VerdictRow",
+    "ClusterRow", "EscalationRow", "EvalOutcomeRow", "EvalRow", "FailureRow", "FeedbackRow",
+    "JudgementRow", "MIGRATIONS", "MigrationRow", "PassageRow", "PolicyRow", "ReviewDecisionRow",
+    "ReviewFlagRow", "ReviewRow", "RunModelRow", "RunRow", "RunTagRow", "SourceRow", "VerdictRow",
 ]
 
 class RunRow(SQLModel, table=True):
@@ -309,6 +309,58 @@ class BudgetCeilingRow(SQLModel, table=True):
     limit_usd: float
     period: str = "day"
     """``hour``, ``day``, ``month`` (UTC calendar windows) or ``total``."""
+
+
+class EvalRow(SQLModel, table=True):
+    """One evaluation: a golden set run through several arms (see ``council.eval``)."""
+
+    __tablename__ = "evals"
+    eval_id: str = Field(primary_key=True)
+    created_at: datetime = Field(index=True)
+    updated_at: datetime
+    task: str
+    golden_path: str
+    golden_hash: str
+    """SHA-256 of the golden file's bytes: evals of the same set can be compared item by item."""
+    arms_json: str
+    """JSON list of the arm names, in the order asked."""
+    recipes_json: str
+    """JSON list of the recipes run (``council`` for the shared panel, and each recipe arm)."""
+    policies_json: str
+    """JSON object: policy name -> ``name@version`` of every policy the eval's runs follow."""
+    models_json: str
+    """JSON list of the catalog names the arms may use."""
+    config_source: str | None = None
+    budget_usd: float | None = None
+    items_total: int = 0
+    status: str = "running"
+    """``running`` | ``done`` | ``budget`` (stopped by the budget; rerun with a larger one)."""
+
+
+class EvalOutcomeRow(SQLModel, table=True):
+    """How one arm did on one golden item."""
+
+    __tablename__ = "eval_outcomes"
+    eval_id: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    arm: str = Field(primary_key=True)
+    line: int
+    status: str
+    """``ok`` | ``failed`` (no answer) | ``skipped_budget``."""
+    prediction: str | None = None
+    correct: bool | None = None
+    """None when the prediction could not be scored."""
+    abstained: bool = False
+    confidence: float | None = None
+    escalated: bool | None = None
+    cost_usd: float = 0.0
+    """The arm's cost on this item as if it had run alone (sum of the call records it needed)."""
+    tokens: int = 0
+    latency_s: float | None = None
+    run_id: str | None = None
+    call_ids_json: str = "[]"
+    """The call records the arm's answer rests on."""
+    error: str | None = None
     updated_at: datetime
 
 
@@ -392,6 +444,10 @@ def _m0007_budget_ledgers(conn: Any) -> None:
     _create(conn, BudgetLedgerRow, BudgetHoldRow, BudgetCeilingRow)
 
 
+def _m0008_evals(conn: Any) -> None:
+    _create(conn, EvalRow, EvalOutcomeRow)
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -401,4 +457,5 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0005_human_review", _m0005_human_review),
     ("0006_call_queued_time", _m0006_call_queued_time),
     ("0007_budget_ledgers", _m0007_budget_ledgers),
+    ("0008_evals", _m0008_evals),
 ]
