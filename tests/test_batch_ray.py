@@ -25,9 +25,7 @@ import pytest
 from conftest import to_toml
 from council.batch import check_many
 from council.errors import ConfigError
-from test_batch import DISPUTED, batch_config, claims, db_rows, members_script, write_jsonl
-from test_batch_cli import _finish, _start
-from test_batch_postgres import pg_url  # noqa: F401  (fixture)
+from support import DISPUTED, batch_config, claims, cli_env, db_rows, finish, members_script, start, write_jsonl
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -232,3 +230,11 @@ def test_driver_killed_then_the_same_command_resumes(cluster: Any, scripted, tmp
     _each_claim_once(pg_url, n)
     _calls_match_requests(pg_url, server)
 
+
+
+def _start(args: list[str], tmp: Path) -> Any:
+    return start(args, cli_env(tmp / "default.db", columns=200))
+
+
+def _finish(proc: Any, timeout: float = 120) -> tuple[int, str, str]:
+    return finish(proc, timeout).result()

@@ -16,7 +16,6 @@ from council.store.db import Store
 from council.store.ledger import (Ceiling, LedgerBudget, ceilings, ledger_state, open_batch_ledger, remove_ceiling,
                                   set_ceiling)
 from council.errors import InputError
-from test_batch_postgres import pg_url  # noqa: F401  (fixture)
 
 
 def test_reserve_settle_and_refuse_on_one_ledger(db_url: str) -> None:
@@ -106,7 +105,7 @@ def test_forty_budget_objects_never_overspend_together_on_postgres(pg_url: str) 
 
 def test_a_local_batch_stops_at_the_database_ceiling(scripted, tmp_path, db_url: str) -> None:
     from council.batch import check_many
-    from test_batch import batch_config, claims, members_script, write_jsonl
+    from support import batch_config, claims, members_script, write_jsonl
 
     server = scripted(members_script())
     set_ceiling(Store(db_url), Ceiling(name="team", limit_usd=0.004, period="day"))

@@ -21,7 +21,7 @@ from council.errors import InputError, RunNotFound
 from council.provenance.graph import build_graph, to_prov
 from council.review import ReviewFilter, ReviewStore, review_stats
 from council.store.db import Store
-from test_batch import DISPUTED, batch_config, db_rows, members_script, write_jsonl
+from support import DISPUTED, batch_config, db_rows, members_script, write_jsonl
 
 ROWS = [
     {"id": "c0", "claim": "Bridge 0 opened in 1900."},

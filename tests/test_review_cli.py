@@ -16,7 +16,7 @@ from typing import Any
 import pexpect
 
 from conftest import answer, to_toml
-from test_batch import DISPUTED, batch_config, db_rows, members_script, write_jsonl
+from support import DISPUTED, batch_config, db_rows, members_script, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 HARBOUR = "The Harbour bridge opened in 1932."
