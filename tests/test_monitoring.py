@@ -416,9 +416,11 @@ def test_cli_table(cli_runs: dict[str, subprocess.CompletedProcess[str]]) -> Non
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
             for line in proc.stdout.splitlines() if line.startswith("│")}
     assert list(rows) == ["judge", "m-a", "m-b", "m-c"]
-    # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95
+    # runs, calls, failed, fallback, seat failed, stood in, reliability, vs feedback, in verdict, cost, p50, p95,
+    # queued p95, 429s
     assert rows["m-a"] == ["3", "5", "0%", "0%", "0%", "1", "0.75 (3/4)", "0.00 (0/1)", "75%", "0.005000", "0.23",
-                           "0.29"]
+                           "0.29", "0.00", "0"]
+    assert rows["m-b"][-1] == "1"  # its rate_limit failure
     assert rows["m-b"][:9] == ["3", "4", "50%", "33%", "0%", "0", "1.00 (2/2)", "1.00 (1/1)", "50%"]
     assert rows["m-c"][6:8] == ["0.00 (0/1)", "-"]
     assert rows["judge"][6:9] == ["-", "-", "-"]

@@ -413,9 +413,11 @@ async def acheck_many(
     budget = Budget(float("inf"))
     # Each process holds an equal share of the config's concurrent rate limits (a helper is told the count).
     council = Council(config, db=db, budget=budget, rate_limit_share=_rate_limit_share or processes)
-    # The rate limiter checks its limits and reaches its storage now: a bad limit or an unreachable shared
-    # storage stops the batch before anything is recorded or sent.
-    await asyncio.to_thread(lambda: council.limiter)
+    # An unreachable shared rate-limit storage stops the batch before anything is recorded or sent (the
+    # limiter itself, which needs the model catalog, is built before the first claim starts).
+    from council.calls.ratelimit import check_storage
+
+    await asyncio.to_thread(check_storage, council.config.rate_limits)
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
     bstore = BatchStore(council.store)
     bid = parsed.batch_id
