@@ -306,7 +306,7 @@ async def test_batch_with_the_limit_gets_no_429_and_takes_about_calls_over_rate(
     for m in MEMBERS:  # council stats shows the wait apart from latency, from the same records
         mine = [r for r in records if r.model == m]
         assert by_model[m].queued_total_s == pytest.approx(sum(r.queued_s for r in mine))
-        assert by_model[m].queued_p95_s is not None and by_model[m].queued_p95_s > by_model[m].latency_p95_s
+        assert by_model[m].queued_p95_s is not None and by_model[m].queued_p95_s > 1.0
         assert by_model[m].rate_limited == 0
     assert any(w.model in MEMBERS and w.reason == "rps" for snapshot in seen for w in snapshot)
     assert rate_limit_note(seen[0]).startswith(" · waiting on rate limit: m-")

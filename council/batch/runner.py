@@ -454,9 +454,11 @@ async def acheck_many(
     council = Council(config, db=db, budget=budget, recipe=recipe,
                       rate_limit_share=_rate_limit_share or processes)
     council.preflight("check")  # a config that cannot serve the batch records nothing
-    # The rate limiter checks its limits and reaches its storage now: a bad limit or an unreachable shared
-    # storage stops the batch before anything is recorded or sent.
-    await asyncio.to_thread(lambda: council.limiter)
+    # An unreachable shared rate-limit storage stops the batch before anything is recorded or sent (the
+    # limiter itself is built before the first claim starts).
+    from council.calls.ratelimit import check_storage
+
+    await asyncio.to_thread(check_storage, council.config.rate_limits)
     if concurrency is None:
         concurrency = 1 if council.demo else 8
     council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer

@@ -38,7 +38,7 @@ from council.config.catalog import ModelEntry
 from council.config.ratelimits import Limits, RateLimitConfig
 from council.errors import ConfigError
 
-__all__ = ["Permit", "RateLimiter", "Waiting"]
+__all__ = ["Permit", "RateLimiter", "Waiting", "check_storage"]
 
 _MAX_BACKOFF_S = 30.0
 _MIN_SLEEP_S = 0.01
@@ -333,6 +333,14 @@ class RateLimiter:
             pause = max(pause, quota.reset_tokens_s)
         if pause > 0:
             await self._io(self._pauses.extend, entry.name, time.time() + min(pause, _MAX_BACKOFF_S * 4))
+
+
+def check_storage(config: RateLimitConfig) -> None:
+    """Reach the configured shared storage now (ConfigError if it cannot be reached or its URL is not one
+    the limiter knows): a batch checks it before it records or starts anything, without waiting for the
+    model catalog that the full limiter needs."""
+    if config.shared:
+        RateLimiter._connect(config.storage)
 
 
 async def _within(lock: asyncio.Lock | asyncio.Semaphore, deadline: float) -> bool:
