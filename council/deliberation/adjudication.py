@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from council.calls.answers import MemberAnswer, MemberFailure
+from council.calls.answers import FactLabel, MemberAnswer, MemberFailure
 from council.calls.budget import Budget
 from .clusters import ClaimCluster
 from .flags import review_reasons
@@ -22,6 +23,7 @@ from council.ids import content_id
 from council.calls.members import CallContext, run_chain
 from council.calls.ratelimit import RateLimiter
 from council.calls.prompts import render, schema_text
+from council.config.policy import TaskPolicy
 from council.config.qualify import Panel
 from council.calls.records import CallRecord
 from .verdict import CheckRulingDraft, FailedMember, RulingDraft, Verdict
@@ -128,6 +130,131 @@ async def adjudicate_contested(
                         claim_labels=claim_labels, cluster_labels=cluster_labels)
 
 
+class _Decision(NamedTuple):
+    """What the deciding step concluded: the answer, the fact check's label, its confidence and who decided."""
+
+    answer: str
+    label: FactLabel | None
+    confidence: float
+    decided_by: Literal["adjudicator", "vote", "none"]
+
+
+def _degraded_reasons(member_panel: Panel, answers: list[MemberAnswer], failures: list[MemberFailure],
+                      adjudication: Adjudication | None) -> tuple[list[str], bool]:
+    """Why the council is degraded (failed members, unfilled seats, quorum, a failed adjudicator), and
+    whether the quorum was met."""
+    policy = member_panel.policy
+    reasons = [f"member {f.member_label} ({f.model_requested}) failed: {f.error_kind}" for f in failures]
+    if len(member_panel.seats) < policy.panel_size:
+        reasons.append(f"only {len(member_panel.seats)} of {policy.panel_size} seats could be filled")
+    quorum_met = len(answers) >= policy.quorum
+    if not quorum_met:
+        reasons.append(f"quorum not met: {len(answers)} of {policy.quorum} required members answered")
+    if adjudication is not None and adjudication.ruling is None:
+        reasons.append(f"adjudicator failed: {adjudication.error_kind} ({adjudication.reason})")
+    return reasons, quorum_met
+
+
+def _apply_rulings(clusters: list[ClaimCluster], adjudication: Adjudication | None) -> tuple[list[str], list[str]]:
+    """Set the clusters' final statuses (in place) from the adjudicator's rulings: a ruled cluster takes
+    the ruling; a cluster it was asked about but did not rule on, or a contested cluster nobody ruled on,
+    is unresolved. Return the claim ids the ruling itself cites as supported and as contradicted."""
+    by_id = {k.cluster_id: k for k in clusters}
+    extra_support: list[str] = []
+    extra_against: list[str] = []
+    if adjudication is not None:
+        ruling = adjudication.ruling
+        asked = set(adjudication.cluster_labels.values())
+        for r in ruling.rulings if ruling else []:
+            cid = adjudication.cluster_labels.get(r.cluster)
+            if cid is None:
+                continue
+            k = by_id[cid]
+            k.status = {"accept": "accepted", "reject": "rejected", "unresolved": "unresolved"}[r.decision]
+            k.settled_by, k.rationale = "adjudicator", r.rationale
+            asked.discard(cid)
+        for cid in asked:  # asked about but not ruled on
+            by_id[cid].status, by_id[cid].settled_by = "unresolved", "none"
+        if ruling:
+            extra_support = [adjudication.claim_labels[x] for x in ruling.supported if x in adjudication.claim_labels]
+            extra_against = [adjudication.claim_labels[x] for x in ruling.contradicted if x in adjudication.claim_labels]
+    for k in clusters:
+        if k.status == "contested":  # never reached a ruling
+            k.status, k.settled_by = "unresolved", "none"
+    return extra_support, extra_against
+
+
+def _support_and_against(clusters: list[ClaimCluster], extra_support: list[str],
+                         extra_against: list[str]) -> tuple[list[str], list[str]]:
+    """The claim ids the verdict rests on (accepted clusters, then the ruling's own citations) and those
+    it rejects (rejected clusters, then the ruling's, never a supported claim)."""
+    support = [c for k in clusters if k.status == "accepted" for c in k.claim_ids]
+    support += [c for c in extra_support if c not in support]
+    against = [c for k in clusters if k.status == "rejected" for c in k.claim_ids]
+    against += [c for c in extra_against if c not in against and c not in support]
+    return support, against
+
+
+def _decide(*, task: str, policy: TaskPolicy, answers: list[MemberAnswer], label_vote: LabelVote | None,
+            adjudication: Adjudication | None, reliability: dict[str, float], quality: dict[str, float],
+            support_set: set[str], cluster_of: dict[str, ClaimCluster], reasons: list[str]) -> _Decision:
+    """Choose the answer, label and confidence: the adjudicator's ruling when there is one, else the
+    weighted vote, else nothing. Appends to ``reasons`` why a verdict fell back to the vote or to nothing."""
+    ruling = adjudication.ruling if adjudication else None
+    if ruling is not None:
+        label = None
+        if task == "check":
+            label = ruling.label or (label_vote.label if label_vote else "NOT_ENOUGH_INFO")
+        return _Decision(ruling.answer, label, ruling.confidence, "adjudicator")
+    if not answers:
+        reasons.append("no member answered")
+        return _Decision("no verdict: " + "; ".join(reasons), "NOT_ENOUGH_INFO" if task == "check" else None,
+                         0.0, "none")
+    if adjudication is not None:
+        reasons.append("verdict is the unsettled weighted vote")
+    if task == "check" and label_vote is not None:
+        aligned = [a for a in answers if a.label == label_vote.label] or answers
+        chosen_one = best_member(aligned, reliability, quality, policy.reliability_prior)
+        assert chosen_one is not None
+        return _Decision(chosen_one.answer, label_vote.label, label_vote.posterior, "vote")
+
+    def backing(a: MemberAnswer) -> list[float]:
+        return [cluster_of[c.claim_id].support for c in a.claims if c.claim_id in support_set and c.claim_id in cluster_of]
+
+    chosen = max(answers, key=lambda a: (sum(backing(a)), reliability.get(a.model, policy.reliability_prior)))
+    mine = backing(chosen)
+    return _Decision(chosen.answer, None, sum(mine) / len(mine) if mine else 0.0, "vote")
+
+
+def _agreement(task: str, answers: list[MemberAnswer], decision: _Decision, support_set: set[str]) -> float:
+    """For a decided fact check, the share of members giving its label; otherwise the share of answering
+    members with a claim in the support set (0 when nothing was decided)."""
+    if task == "check" and decision.label is not None and answers:
+        return sum(1 for a in answers if a.label == decision.label) / len(answers)
+    supporters = {c.member_label for a in answers for c in a.claims if c.claim_id in support_set}
+    return len(supporters) / len(answers) if answers and decision.decided_by != "none" else 0.0
+
+
+def _majority(task: str, answers: list[MemberAnswer], cluster_of: dict[str, ClaimCluster]) -> str | None:
+    """What a plain majority said: the majority label of a fact check, else the answer whose claims the
+    most members corroborate (the later member label wins a tie)."""
+    if task == "check":
+        return majority_label(answers)
+
+    def corroboration(a: MemberAnswer) -> int:
+        return sum(len(cluster_of[c.claim_id].member_labels) for c in a.claims if c.claim_id in cluster_of)
+
+    return max(answers, key=lambda a: (corroboration(a), a.member_label)).answer if answers else None
+
+
+def _best_member_fields(task: str, best: MemberAnswer | None) -> dict[str, str | None]:
+    """The verdict's ``best_member*`` fields for the most reliable member (its label for a fact check)."""
+    if best is None:
+        return {"best_member": None, "best_member_model": None, "best_member_answer": None}
+    said = (best.label or best.answer) if task == "check" else best.answer
+    return {"best_member": best.member_label, "best_member_model": best.model, "best_member_answer": said}
+
+
 def build_verdict(
     *,
     run_id: str,
@@ -146,99 +273,30 @@ def build_verdict(
     ``tags``: the run's item tags, matched against the policy's ``review_tags``."""
     policy = member_panel.policy
     clusters = [k.model_copy(deep=True) for k in clusters]
-    by_id = {k.cluster_id: k for k in clusters}
-    reasons = [f"member {f.member_label} ({f.model_requested}) failed: {f.error_kind}" for f in failures]
-    if len(member_panel.seats) < policy.panel_size:
-        reasons.append(f"only {len(member_panel.seats)} of {policy.panel_size} seats could be filled")
-    quorum_met = len(answers) >= policy.quorum
-    if not quorum_met:
-        reasons.append(f"quorum not met: {len(answers)} of {policy.quorum} required members answered")
+    reasons, quorum_met = _degraded_reasons(member_panel, answers, failures, adjudication)
     ruling = adjudication.ruling if adjudication else None
-    if adjudication is not None and ruling is None:
-        reasons.append(f"adjudicator failed: {adjudication.error_kind} ({adjudication.reason})")
-    extra_support: list[str] = []
-    extra_against: list[str] = []
-    if adjudication is not None:
-        asked = set(adjudication.cluster_labels.values())
-        for r in ruling.rulings if ruling else []:
-            cid = adjudication.cluster_labels.get(r.cluster)
-            if cid is None:
-                continue
-            k = by_id[cid]
-            k.status = {"accept": "accepted", "reject": "rejected", "unresolved": "unresolved"}[r.decision]
-            k.settled_by, k.rationale = "adjudicator", r.rationale
-            asked.discard(cid)
-        for cid in asked:  # asked about but not ruled on
-            by_id[cid].status, by_id[cid].settled_by = "unresolved", "none"
-        if ruling:
-            extra_support = [adjudication.claim_labels[x] for x in ruling.supported if x in adjudication.claim_labels]
-            extra_against = [adjudication.claim_labels[x] for x in ruling.contradicted if x in adjudication.claim_labels]
-    for k in clusters:
-        if k.status == "contested":  # never reached a ruling
-            k.status, k.settled_by = "unresolved", "none"
-    support = [c for k in clusters if k.status == "accepted" for c in k.claim_ids]
-    support += [c for c in extra_support if c not in support]
-    against = [c for k in clusters if k.status == "rejected" for c in k.claim_ids]
-    against += [c for c in extra_against if c not in against and c not in support]
+    support, against = _support_and_against(clusters, *_apply_rulings(clusters, adjudication))
     support_set = set(support)
     cluster_of = {c: k for k in clusters for c in k.claim_ids}
-    best = best_member(answers, reliability, quality, policy.reliability_prior)
-
-    def backing(a: MemberAnswer) -> float:
-        return sum(cluster_of[c.claim_id].support for c in a.claims if c.claim_id in support_set and c.claim_id in cluster_of)
-
-    label = None
-    if ruling is not None:
-        answer_text, confidence, decided_by = ruling.answer, ruling.confidence, "adjudicator"
-        if task == "check":
-            label = ruling.label or (label_vote.label if label_vote else "NOT_ENOUGH_INFO")
-    elif answers:
-        decided_by = "vote"
-        if task == "check" and label_vote is not None:
-            label, confidence = label_vote.label, label_vote.posterior
-            aligned = [a for a in answers if a.label == label] or answers
-            chosen_one = best_member(aligned, reliability, quality, policy.reliability_prior)
-            assert chosen_one is not None
-            answer_text = chosen_one.answer
-        else:
-            chosen = max(answers, key=lambda a: (backing(a), reliability.get(a.model, policy.reliability_prior)))
-            answer_text = chosen.answer
-            mine = [cluster_of[c.claim_id].support for c in chosen.claims if c.claim_id in support_set and c.claim_id in cluster_of]
-            confidence = sum(mine) / len(mine) if mine else 0.0
-        if adjudication is not None:
-            reasons.append("verdict is the unsettled weighted vote")
-    else:
-        decided_by, confidence = "none", 0.0
-        reasons.append("no member answered")
-        answer_text = "no verdict: " + "; ".join(reasons)
-        if task == "check":
-            label = "NOT_ENOUGH_INFO"
-    if task == "check" and label is not None and answers:
-        agreement = sum(1 for a in answers if a.label == label) / len(answers)
-    else:
-        supporters = {c.member_label for a in answers for c in a.claims if c.claim_id in support_set}
-        agreement = len(supporters) / len(answers) if answers and decided_by != "none" else 0.0
-    if task == "check":
-        majority = majority_label(answers)
-    else:
-        def corroboration(a: MemberAnswer) -> int:
-            return sum(len(cluster_of[c.claim_id].member_labels) for c in a.claims if c.claim_id in cluster_of)
-        majority = max(answers, key=lambda a: (corroboration(a), a.member_label)).answer if answers else None
+    decision = _decide(task=task, policy=policy, answers=answers, label_vote=label_vote, adjudication=adjudication,
+                       reliability=reliability, quality=quality, support_set=support_set, cluster_of=cluster_of,
+                       reasons=reasons)
+    agreement = _agreement(task, answers, decision, support_set)
     unresolved = [k.cluster_id for k in clusters if k.status == "unresolved"]
-    contested_any = adjudication is not None or bool(unresolved)
-    flags = review_reasons(policy, contested=contested_any, agreement=agreement, confidence=confidence,
-                           degraded_reasons=reasons, answers=answers, support=support, tags=tags or {})
+    flags = review_reasons(policy, contested=adjudication is not None or bool(unresolved), agreement=agreement,
+                           confidence=decision.confidence, degraded_reasons=reasons, answers=answers,
+                           support=support, tags=tags or {})
     verdict = Verdict(
         verdict_id=content_id(run_id, "verdict"),
         run_id=run_id,
-        answer=answer_text,
-        label=label,
-        confidence=confidence,
+        answer=decision.answer,
+        label=decision.label,
+        confidence=decision.confidence,
         agreement=agreement,
         support=support,
         contradicted=against,
         rationale=ruling.rationale if ruling else "",
-        decided_by=decided_by,  # type: ignore[arg-type]
+        decided_by=decision.decided_by,
         adjudicator_call_id=adjudication.call_id if adjudication and ruling else None,
         members_total=len(member_panel.seats),
         members_answered=len(answers),
@@ -257,9 +315,7 @@ def build_verdict(
         settled_by_adjudicator=[k.cluster_id for k in clusters if k.settled_by == "adjudicator"],
         unresolved=unresolved,
         vote_posterior=label_vote.posterior if label_vote else None,
-        majority_answer=majority,
-        best_member=best.member_label if best else None,
-        best_member_model=best.model if best else None,
-        best_member_answer=(best.label or best.answer) if best and task == "check" else (best.answer if best else None),
+        majority_answer=_majority(task, answers, cluster_of),
+        **_best_member_fields(task, best_member(answers, reliability, quality, policy.reliability_prior)),
     )
     return verdict, clusters
