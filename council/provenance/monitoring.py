@@ -275,53 +275,45 @@ def _rate(n: int, d: int) -> float | None:
 def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | None) -> ModelStats:
     calls = [c for c in w.calls if c.run_id in run_ids]
     mine = [c for c in calls if c.model == model]
-    sent = [c for c in mine if c.status != "skipped"]
-    errors: dict[str, int] = defaultdict(int)
-    for c in mine:
-        if c.status != "ok":
-            errors[c.error_kind or c.status] += 1
+    return ModelStats(
+        model=model,
+        period=period,
+        **_seat_fields(model, calls, mine),
+        **_call_fields(mine),
+        **_agreement_fields(model, w, run_ids),
+    )
+
+
+def _seat_fields(model: str, calls: list[CallRecord], mine: list[CallRecord]) -> dict[str, Any]:
+    """``runs``, the seats whose first choice was ``model``, and the valid answers it gave for others' seats."""
     seats: dict[tuple[str, str, str], list[CallRecord]] = defaultdict(list)
     for c in calls:
         if c.model_requested == model:
             seats[(c.run_id, c.node, c.member_label)].append(c)
     fallbacks = sum(1 for seat in seats.values() if any(c.model != model for c in seat))
     seats_failed = sum(1 for seat in seats.values() if not any(c.status == "ok" for c in seat))
-    stood_in = sum(1 for c in mine if c.status == "ok" and c.model_requested != model)
+    return dict(
+        runs=len({c.run_id for c in mine} | {key[0] for key in seats}),
+        seats=len(seats),
+        fallbacks=fallbacks,
+        fallback_rate=_rate(fallbacks, len(seats)),
+        seats_failed=seats_failed,
+        seat_failure_rate=_rate(seats_failed, len(seats)),
+        stood_in=sum(1 for c in mine if c.status == "ok" and c.model_requested != model),
+    )
 
-    answers = [a for a in w.answers if a.run_id in run_ids and a.model == model]
-    task = {r.run_id: r.task for r in w.runs}
-    final = {r.run_id: w.feedback.get(r.run_id) or r.verdict_label for r in w.runs if r.run_id in run_ids}
-    labels = [0, 0]
-    feedback = [0, 0]
-    for a in answers:
-        truth = final.get(a.run_id)
-        if task.get(a.run_id) == "check" and a.label in _DECIDED and truth in _DECIDED:
-            labels[0] += a.label == truth
-            labels[1] += 1
-            if w.feedback.get(a.run_id) in _DECIDED:
-                feedback[0] += a.label == truth
-                feedback[1] += 1
-    claims = [c for c in w.claims if c.run_id in run_ids and c.model == model]
-    settled = [0, 0]
-    for c in claims:
-        status = w.cluster_status.get(c.cluster_id or "")
-        if task.get(c.run_id) == "ask" and status in ("accepted", "rejected"):
-            settled[0] += status == "accepted"
-            settled[1] += 1
-    agree, judged = labels[0] + settled[0], labels[1] + settled[1]
-    claims_of: dict[str, list[str]] = defaultdict(list)
-    for c in claims:
-        claims_of[c.answer_id].append(c.claim_id)
-    with_verdict = [a for a in answers if a.run_id in w.support]
-    backed = sum(1 for a in with_verdict if any(cid in w.support[a.run_id] for cid in claims_of[a.answer_id]))
 
+def _call_fields(mine: list[CallRecord]) -> dict[str, Any]:
+    """Counts by status, errors, tokens, cost, latency and queueing of the model's own call records."""
+    sent = [c for c in mine if c.status != "skipped"]
+    errors: dict[str, int] = defaultdict(int)
+    for c in mine:
+        if c.status != "ok":
+            errors[c.error_kind or c.status] += 1
     latencies = [c.latency_s for c in sent]
     queued = [c.queued_s for c in sent]
     starts = [c.started_at for c in mine]
-    return ModelStats(
-        model=model,
-        period=period,
-        runs=len({c.run_id for c in mine} | {key[0] for key in seats}),
+    return dict(
         calls=len(mine),
         sent=len(sent),
         ok=sum(1 for c in mine if c.status == "ok"),
@@ -330,24 +322,6 @@ def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | Non
         skipped=sum(1 for c in mine if c.status == "skipped"),
         failure_rate=_rate(sum(1 for c in sent if c.status in ("failed", "invalid")), len(sent)),
         errors=dict(sorted(errors.items())),
-        seats=len(seats),
-        fallbacks=fallbacks,
-        fallback_rate=_rate(fallbacks, len(seats)),
-        seats_failed=seats_failed,
-        seat_failure_rate=_rate(seats_failed, len(seats)),
-        stood_in=stood_in,
-        answers=len(answers),
-        agree=agree,
-        judged=judged,
-        reliability=_rate(agree, judged),
-        labels_agree=labels[0],
-        labels_judged=labels[1],
-        claims_agree=settled[0],
-        claims_judged=settled[1],
-        feedback_agree=feedback[0],
-        feedback_judged=feedback[1],
-        feedback_accuracy=_rate(feedback[0], feedback[1]),
-        verdict_support_rate=_rate(backed, len(with_verdict)),
         prompt_tokens=sum(c.prompt_tokens for c in mine),
         completion_tokens=sum(c.completion_tokens for c in mine),
         cost_usd=sum(c.cost_usd for c in mine),
@@ -365,6 +339,60 @@ def _stats_for(model: str, w: _Window, run_ids: set[str], period: datetime | Non
         first_call=_aware(min(starts)) if starts else None,
         last_call=_aware(max(starts)) if starts else None,
     )
+
+
+def _agreement_fields(model: str, w: _Window, run_ids: set[str]) -> dict[str, Any]:
+    """The model's agreement with final verdicts (labels of fact checks, claims of questions), its
+    accuracy against human feedback, and how often its answers back the verdict."""
+    answers = [a for a in w.answers if a.run_id in run_ids and a.model == model]
+    task = {r.run_id: r.task for r in w.runs}
+    labels, feedback = _label_agreement(w, run_ids, answers, task)
+    claims = [c for c in w.claims if c.run_id in run_ids and c.model == model]
+    settled = [0, 0]
+    for c in claims:
+        status = w.cluster_status.get(c.cluster_id or "")
+        if task.get(c.run_id) == "ask" and status in ("accepted", "rejected"):
+            settled[0] += status == "accepted"
+            settled[1] += 1
+    agree, judged = labels[0] + settled[0], labels[1] + settled[1]
+    claims_of: dict[str, list[str]] = defaultdict(list)
+    for c in claims:
+        claims_of[c.answer_id].append(c.claim_id)
+    with_verdict = [a for a in answers if a.run_id in w.support]
+    backed = sum(1 for a in with_verdict if any(cid in w.support[a.run_id] for cid in claims_of[a.answer_id]))
+    return dict(
+        answers=len(answers),
+        agree=agree,
+        judged=judged,
+        reliability=_rate(agree, judged),
+        labels_agree=labels[0],
+        labels_judged=labels[1],
+        claims_agree=settled[0],
+        claims_judged=settled[1],
+        feedback_agree=feedback[0],
+        feedback_judged=feedback[1],
+        feedback_accuracy=_rate(feedback[0], feedback[1]),
+        verdict_support_rate=_rate(backed, len(with_verdict)),
+    )
+
+
+def _label_agreement(
+    w: _Window, run_ids: set[str], answers: list[AnswerRow], task: dict[str, str]
+) -> tuple[list[int], list[int]]:
+    """[agree, judged] of the fact-check labels against the final label, over all and over those a human
+    labelled."""
+    final = {r.run_id: w.feedback.get(r.run_id) or r.verdict_label for r in w.runs if r.run_id in run_ids}
+    labels = [0, 0]
+    feedback = [0, 0]
+    for a in answers:
+        truth = final.get(a.run_id)
+        if task.get(a.run_id) == "check" and a.label in _DECIDED and truth in _DECIDED:
+            labels[0] += a.label == truth
+            labels[1] += 1
+            if w.feedback.get(a.run_id) in _DECIDED:
+                feedback[0] += a.label == truth
+                feedback[1] += 1
+    return labels, feedback
 
 
 def _models_in(w: _Window, run_ids: set[str]) -> list[str]:

@@ -19,23 +19,21 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, SQLModel, create_engine
 
 from council.calls.answers import Claim, MemberAnswer, MemberFailure
 from council.config.catalog import ModelEntry
-from council.config.settings import CouncilConfig
 from council.deliberation.clusters import ClaimCluster
 from council.deliberation.sources import Passage, Source
 from council.errors import RunNotFound, StoreError
 from council.config.policy import TaskPolicy
 from council.calls.records import CallRecord
-from .mapping import answer_from_row, answer_values, call_from_row, claim_from_row, claim_values, failure_from_row, failure_values
+from .mapping import answer_values, claim_values, failure_values
 from .sql import defaults as _defaults, sqlite_pragmas as _sqlite_pragmas, store_errors, upsert as _upsert
-from .deliberation import load_escalations, load_reviews
-from .reviews import ReviewDecision, ReviewStore, flag_rows
+from .reads import RunSummary, StoredRun, list_runs, load_run, resolve_run_id
+from .reviews import flag_rows
 from .tables import (
     MIGRATIONS,
     AnswerRow,
@@ -54,132 +52,15 @@ from .tables import (
     SourceRow,
     VerdictRow,
 )
-from council.deliberation.cascade import Escalation
-from council.deliberation.review import Review
+from .urls import DB_ENV, default_db_url, resolve_db_url, _with_driver
 from council.deliberation.verdict import Verdict
 from council.deliberation.vote import Reliability
 
 __all__ = ["DB_ENV", "RunSummary", "Store", "StoredRun", "default_db_url", "resolve_db_url"]
 
-DB_ENV = "COUNCIL_DB"
-
-
-def default_db_url() -> str:
-    """``COUNCIL_DB`` if set, else a SQLite file in the user data directory."""
-    return resolve_db_url(None)
-
-
-def _default_location() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("council", appauthor=False)) / "council.db"
-
-
-def resolve_db_url(db: str | os.PathLike[str] | None = None, *, config: CouncilConfig | None = None) -> str:
-    """The one place that turns what a user names into a SQLAlchemy URL, for the CLI (``--db``) and the API
-    (``Council(db=...)``) alike. The first given of: ``db``; the config's ``database`` (a relative path is
-    relative to the config file); ``COUNCIL_DB``; ``council.db`` in the user data directory.
-
-    Each may be a URL (anything with ``://``) or a SQLite file path (``~`` expanded, made absolute). A
-    database in a directory that does not exist is an error (``StoreError``), so a typo in ``--db`` never
-    creates a tree of folders; only the default location's folder is created (by ``Store``)."""
-    base: Path | None = None
-    if db is None and config is not None and config.database:
-        db = config.database
-        base = Path(config.source).expanduser().resolve().parent if config.source else None
-    if db is None:
-        db = os.environ.get(DB_ENV) or None
-    if db is None:
-        return f"sqlite:///{_default_location()}"
-    name = os.fspath(db).strip()
-    if not name:
-        raise StoreError("the database is empty: give a SQLAlchemy URL or a SQLite file path")
-    if "://" in name:
-        if name.startswith("sqlite:///") and name not in ("sqlite:///", "sqlite:///:memory:"):
-            _existing_folder(Path(name.removeprefix("sqlite:///").split("?", 1)[0]))
-        return name
-    if name == ":memory:":
-        return "sqlite:///:memory:"
-    path = Path(name).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    path = path.resolve()
-    _existing_folder(path)
-    return f"sqlite:///{path}"
-
-
-def _existing_folder(path: Path) -> None:
-    if path.is_dir():
-        raise StoreError(f"cannot open database {path}: it is a directory (name a file in it, e.g. {path / 'council.db'})")
-    if not path.parent.is_dir():
-        raise StoreError(f"cannot open database {path}: the directory {path.parent} does not exist (create it first)")
-
-
-def _with_driver(url: str) -> str:
-    """Plain ``postgresql://`` URLs use psycopg 3 (a dependency), not SQLAlchemy's default psycopg2."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class RunSummary(BaseModel):
-    """One line of ``council runs``."""
-
-    run_id: str
-    created_at: datetime
-    task: str
-    question: str
-    status: str
-    verdict: str | None
-    degraded: bool | None
-    total_cost_usd: float
-
-
-class StoredRun(BaseModel):
-    """Everything stored of one run: what the provenance graph and ``council show`` are built from."""
-
-    run_id: str
-    created_at: datetime
-    finished_at: datetime | None
-    task: str
-    question: str
-    status: str
-    recipe: str
-    member_policy: TaskPolicy
-    adjudication_policy: TaskPolicy
-    panel: list[dict[str, Any]]
-    models: list[ModelEntry]
-    calls: list[CallRecord]
-    answers: list[MemberAnswer]
-    failures: list[MemberFailure]
-    verdict: Verdict | None
-    total_cost_usd: float
-    clusters: list[ClaimCluster] = []
-    sources: list[Source] = []
-    """The run's source documents (text is kept in their passages, not repeated here)."""
-    passages: list[Passage] = []
-    feedback_label: str | None = None
-    """A human's ground-truth label, if one was given with ``council feedback``."""
-    reviews: list[Review] = []
-    """Peer reviews of a recipe with a ``review`` stage."""
-    escalations: list[Escalation] = []
-    """Escalations of a recipe with an ``escalate`` stage."""
-    tags: dict[str, str] = {}
-    """The run's item tags (a batch row's ``tags``, ``--tag`` on ``council check-one``)."""
-    flagged_at: datetime | None = None
-    """When the verdict was flagged for human review (None: it was not)."""
-    decisions: list[ReviewDecision] = []
-    """People's decisions on the verdict, oldest first; the last is the one in force (``council review``)."""
-
-    @property
-    def decision(self) -> ReviewDecision | None:
-        """The decision in force, if any."""
-        return next((d for d in self.decisions if d.latest), None)
 
 
 class Store:
@@ -561,13 +442,7 @@ class Store:
     # reads --------------------------------------------------------------------------------------
     def resolve_run_id(self, prefix: str) -> str:
         """The full id of the one run whose id starts with ``prefix``."""
-        with self.session() as s:
-            ids = list(s.exec(select(RunRow.run_id).where(col(RunRow.run_id).startswith(prefix, autoescape=True)).limit(2)))
-        if not ids:
-            raise RunNotFound(f"no run with id {prefix!r} in {self.safe_url}")
-        if len(ids) > 1:
-            raise RunNotFound(f"run id {prefix!r} is ambiguous: give more characters")
-        return ids[0]
+        return resolve_run_id(self, prefix)
 
     def runs_frame(self, since: Any = None, until: Any = None, limit: int | None = None) -> Any:
         """Runs started in [since, until) as a pandas DataFrame, oldest first (``limit``: the newest
@@ -587,59 +462,9 @@ class Store:
         return calls_frame(load_calls(self, since, until, model))
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
-        with self.session() as s:
-            rows = s.exec(select(RunRow).order_by(col(RunRow.created_at).desc()).limit(limit)).all()
-        return [
-            RunSummary(
-                run_id=r.run_id, created_at=r.created_at, task=r.task, question=r.question, status=r.status,
-                verdict=r.verdict_label or r.verdict_answer, degraded=r.degraded, total_cost_usd=r.total_cost_usd,
-            )
-            for r in rows
-        ]
+        """The newest ``limit`` runs, newest first: the lines of ``council runs``."""
+        return list_runs(self, limit)
 
     def load_run(self, run_id: str) -> StoredRun:
         """Everything stored of a run (``run_id`` may be a unique prefix)."""
-        run_id = self.resolve_run_id(run_id)
-        with self.session() as s:
-            run = s.get(RunRow, run_id)
-            assert run is not None
-            mp = s.get(PolicyRow, run.member_policy)
-            ap = s.get(PolicyRow, run.adjudication_policy)
-            models = s.exec(select(RunModelRow).where(RunModelRow.run_id == run_id)).all()
-            calls = s.exec(select(CallRow).where(CallRow.run_id == run_id).order_by(CallRow.started_at)).all()
-            answers = s.exec(select(AnswerRow).where(AnswerRow.run_id == run_id).order_by(AnswerRow.member_label)).all()
-            claims = s.exec(select(ClaimRow).where(ClaimRow.run_id == run_id).order_by(ClaimRow.position)).all()
-            failures = s.exec(select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.member_label)).all()
-            verdict = s.exec(select(VerdictRow).where(VerdictRow.run_id == run_id)).first()
-            clusters = s.exec(select(ClusterRow).where(ClusterRow.run_id == run_id).order_by(ClusterRow.label)).all()
-            sources = s.exec(select(SourceRow).where(SourceRow.run_id == run_id)).all()
-            passages = s.exec(select(PassageRow).where(PassageRow.run_id == run_id)).all()
-            feedback = s.get(FeedbackRow, run_id)
-            tags = s.exec(select(RunTagRow).where(RunTagRow.run_id == run_id)).all()
-        reviews = ReviewStore(self)
-        flagged_at, _ = reviews.reasons(run_id)
-        if mp is None or ap is None:
-            raise StoreError(f"run {run_id} refers to a policy missing from the store")
-        by_answer: dict[str, list[Claim]] = {}
-        for c in claims:
-            by_answer.setdefault(c.answer_id, []).append(claim_from_row(c))
-        return StoredRun(
-            run_id=run.run_id, created_at=run.created_at, finished_at=run.finished_at, task=run.task,
-            question=run.question, status=run.status, recipe=run.recipe,
-            member_policy=TaskPolicy.model_validate_json(mp.body_json),
-            adjudication_policy=TaskPolicy.model_validate_json(ap.body_json),
-            panel=json.loads(run.panel_json),
-            models=[ModelEntry.model_validate_json(m.body_json) for m in models],
-            calls=[call_from_row(c) for c in calls],
-            answers=[answer_from_row(a, by_answer.get(a.answer_id, [])) for a in answers],
-            failures=[failure_from_row(f) for f in failures],
-            verdict=Verdict.model_validate_json(verdict.body_json) if verdict else None,
-            total_cost_usd=run.total_cost_usd,
-            clusters=sorted((ClaimCluster.model_validate_json(k.body_json) for k in clusters), key=lambda k: int(k.label[1:])),
-            sources=[Source(source_id=x.source_id, title=x.title, text="") for x in sources],
-            passages=sorted((Passage(passage_id=p.passage_id, source_id=p.source_id, position=p.position, key=p.key,
-                                     text=p.text) for p in passages), key=lambda p: int(p.passage_id[1:])),
-            feedback_label=feedback.label if feedback else None,
-            reviews=load_reviews(self, run_id), escalations=load_escalations(self, run_id),
-            tags={t.key: t.value for t in tags}, flagged_at=flagged_at, decisions=reviews.decisions(run_id),
-        )
+        return load_run(self, run_id)
