@@ -395,6 +395,106 @@ def _with_decisions(store: Any, results: list[ItemResult]) -> list[ItemResult]:
     return [r.model_copy(update={"review_label": latest[r.run_id].label}) if r.run_id in latest else r for r in results]
 
 
+def _check_arguments(claims: Any, config: Any, *, concurrency: int | None, budget_usd: float | None,
+                     processes: int, out: str | os.PathLike[str] | None) -> None:
+    """Raise ``InputError`` for arguments the batch cannot run with, before anything is read or recorded."""
+    if concurrency is not None and concurrency < 1:
+        raise InputError("concurrency must be at least 1")
+    if budget_usd is not None and budget_usd <= 0:
+        raise InputError("the budget must be positive")
+    if processes < 1:
+        raise InputError("processes must be at least 1")
+    paths = isinstance(claims, (str, os.PathLike)) and (config is None or isinstance(config, (str, os.PathLike)))
+    if processes > 1 and not paths:
+        raise InputError("several processes read the claims and the config from files: pass paths, not objects")
+    if out is not None:
+        output_format(out)
+
+
+async def _open_council(config: Any, *, db: str | None, recipe: str | None, rate_limit_share: int) -> tuple[Any, Any]:
+    """The council every claim runs on and the budget its calls share (no limit yet: it only measures what
+    this invocation spends). Raises when the config cannot serve the batch, before anything is recorded."""
+    from council.calls.budget import Budget
+    from council.pipeline.engine import Council
+
+    budget = Budget(float("inf"))
+    # Each process holds an equal share of the config's concurrent rate limits (a helper is told the count).
+    council = Council(config, db=db, budget=budget, recipe=recipe, rate_limit_share=rate_limit_share)
+    council.preflight("check")  # a config that cannot serve the batch records nothing
+    # An unreachable shared rate-limit storage stops the batch before anything is recorded or sent (the
+    # limiter itself is built before the first claim starts).
+    from council.calls.ratelimit import check_storage
+
+    await asyncio.to_thread(check_storage, council.config.rate_limits)
+    return council, budget
+
+
+def _open_batch(council: Any, budget: Any, parsed: Any, *, helper: bool, retry_failed: bool) -> Any:
+    """Record the batch and its items in the council's store (idempotently) and make its unfinished items
+    takeable; the database's standing ceilings govern ``budget``. Returns the batch store."""
+    from council.store.queue import BatchStore
+
+    council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
+    bstore = BatchStore(council.store)
+    _draw_from_ceilings(budget, council.store)
+    bstore.register(parsed.batch_id, "check", parsed.source, parsed.items)
+    if not helper:  # the invocation that started the helpers prepared the batch for them
+        bstore.prepare_rerun(parsed.batch_id, retry_failed)
+    bstore.reclaim(parsed.batch_id)
+    return bstore
+
+
+def _share_budget(budget: Any, bstore: Any, bid: str, budget_usd: float | None, *, helper: bool,
+                  processes: int) -> tuple[bool, float | None]:
+    """Limit ``budget`` to this process's share of what is left of ``budget_usd``: (nothing is left, the
+    share each process gets); (False, None) without a budget."""
+    if budget_usd is None:
+        return False, None
+    # What earlier invocations of this batch spent counts against the same budget (a helper is given
+    # its share of what was left).
+    left = budget_usd if helper else budget_usd - bstore.spent_usd(bid)
+    share = left / processes
+    budget.limit_usd = max(share, 1e-12)
+    return left <= 1e-12, share
+
+
+async def _run_claims(runner: _Runner, bstore: Any, bid: str, claims: Any, *, config: Any, db: str | None,
+                      processes: int, share: float | None, max_claim_chars: int, recipe: str | None,
+                      helper: bool) -> None:
+    """Run the batch's pending claims here and in ``processes - 1`` helper processes; the claims left when
+    the budget ran out end ``skipped_budget``."""
+    from .procs import Helpers
+
+    async with Helpers(processes - 1, claims, config=config, db=db, batch_id=bid, concurrency=runner.concurrency,
+                       max_claim_chars=max_claim_chars, budget_share=share, runner=runner,
+                       rate_limit_share=processes, recipe=recipe):
+        await runner.run()
+    if processes > 1 and not runner.budget_exhausted and bstore.counts(bid).get("pending"):
+        await runner.run()  # claims a helper left (it ran out of its share of the budget, or died)
+    if runner.budget_exhausted and not helper:  # the helpers are done: what is left cannot be afforded
+        bstore.skip_pending(bid, _NOT_STARTED)
+
+
+def _report(council: Any, bstore: Any, bid: str, parsed: Any, progress: BatchProgress, runner: _Runner, *,
+            budget_usd: float | None, started: float) -> BatchReport:
+    """The batch's report, from the stored items plus the input's bad rows."""
+    counts = bstore.counts(bid)
+    results = _with_decisions(council.store, [_from_row(r) for r in bstore.iter_items(bid)])
+    if parsed.bad_rows:
+        results = sorted(results + [_bad(b) for b in parsed.bad_rows], key=lambda r: r.line)
+    status_counts = {k: v for k, v in counts.items() if k != "contested"}
+    if parsed.bad_rows:
+        status_counts["invalid"] = status_counts.get("invalid", 0) + len(parsed.bad_rows)
+    return BatchReport(
+        batch_id=bid, source=parsed.source, database=council.store.safe_url, results=results, counts=status_counts,
+        contested=counts.get("contested", 0), checked=progress.checked,
+        needs_review=sum(r.needs_review for r in results),
+        unreviewed=sum(r.needs_review and r.review_label is None for r in results),
+        total_cost_usd=round(sum(r.cost_usd for r in results), 10), spent_usd=round(progress.spent_usd, 10),
+        budget_usd=budget_usd, budget_exhausted=runner.budget_exhausted, elapsed_s=time.monotonic() - started,
+    )
+
+
 async def acheck_many(
     claims: str | os.PathLike[str] | Iterable[str | dict[str, Any]],
     *,
@@ -428,55 +528,21 @@ async def acheck_many(
     it quick); ``on_bad_row`` once per skipped row, before any claim runs. ``recipe``: the deliberation
     recipe of every claim (default: the config's).
     """
-    from council.store.queue import BatchStore, new_owner
-    from council.calls.budget import Budget
-    from council.pipeline.engine import Council
+    from council.store.queue import new_owner
 
     started = time.monotonic()
-    if concurrency is not None and concurrency < 1:
-        raise InputError("concurrency must be at least 1")
-    if budget_usd is not None and budget_usd <= 0:
-        raise InputError("the budget must be positive")
-    if processes < 1:
-        raise InputError("processes must be at least 1")
-    paths = isinstance(claims, (str, os.PathLike)) and (config is None or isinstance(config, (str, os.PathLike)))
-    if processes > 1 and not paths:
-        raise InputError("several processes read the claims and the config from files: pass paths, not objects")
-    if out is not None:
-        output_format(out)
+    _check_arguments(claims, config, concurrency=concurrency, budget_usd=budget_usd, processes=processes, out=out)
     parsed = read_claims(claims, task="check", max_claim_chars=max_claim_chars, batch_id=batch_id)
     for b in parsed.bad_rows:
         if on_bad_row is not None:
             on_bad_row(b)
-    # Without a limit the budget only measures what this invocation spends.
-    budget = Budget(float("inf"))
-    # Each process holds an equal share of the config's concurrent rate limits (a helper is told the count).
-    council = Council(config, db=db, budget=budget, recipe=recipe,
-                      rate_limit_share=_rate_limit_share or processes)
-    council.preflight("check")  # a config that cannot serve the batch records nothing
-    # An unreachable shared rate-limit storage stops the batch before anything is recorded or sent (the
-    # limiter itself is built before the first claim starts).
-    from council.calls.ratelimit import check_storage
-
-    await asyncio.to_thread(check_storage, council.config.rate_limits)
+    council, budget = await _open_council(config, db=db, recipe=recipe,
+                                          rate_limit_share=_rate_limit_share or processes)
     if concurrency is None:
         concurrency = 1 if council.demo else 8
-    council.store.reliability_ttl_s = 5.0  # thousands of councils need not each re-aggregate every answer
-    bstore = BatchStore(council.store)
-    _draw_from_ceilings(budget, council.store)
+    bstore = _open_batch(council, budget, parsed, helper=_helper, retry_failed=retry_failed)
     bid = parsed.batch_id
-    bstore.register(bid, "check", parsed.source, parsed.items)
-    if not _helper:  # the invocation that started the helpers prepared the batch for them
-        bstore.prepare_rerun(bid, retry_failed)
-    bstore.reclaim(bid)
-    exhausted, share = False, None
-    if budget_usd is not None:
-        # What earlier invocations of this batch spent counts against the same budget (a helper is given
-        # its share of what was left).
-        left = budget_usd if _helper else budget_usd - bstore.spent_usd(bid)
-        exhausted = left <= 1e-12
-        share = left / processes
-        budget.limit_usd = max(share, 1e-12)
+    exhausted, share = _share_budget(budget, bstore, bid, budget_usd, helper=_helper, processes=processes)
     counts = bstore.counts(bid)
     progress = BatchProgress(total=sum(v for k, v in counts.items() if k != "contested") + len(parsed.bad_rows),
                              done=sum(counts.get(s, 0) for s in ("full", "degraded", "failed", "invalid"))
@@ -489,31 +555,9 @@ async def acheck_many(
     if exhausted:
         bstore.skip_pending(bid, _NOT_STARTED)
     elif counts.get("pending", 0) or counts.get("running", 0):  # else nothing to do: no models are needed
-        from .procs import Helpers
-
-        async with Helpers(processes - 1, claims, config=config, db=db, batch_id=bid, concurrency=runner.concurrency,
-                           max_claim_chars=max_claim_chars, budget_share=share, runner=runner,
-                           rate_limit_share=processes, recipe=recipe):
-            await runner.run()
-        if processes > 1 and not runner.budget_exhausted and bstore.counts(bid).get("pending"):
-            await runner.run()  # claims a helper left (it ran out of its share of the budget, or died)
-        if runner.budget_exhausted and not _helper:  # the helpers are done: what is left cannot be afforded
-            bstore.skip_pending(bid, _NOT_STARTED)
-    counts = bstore.counts(bid)
-    results = _with_decisions(council.store, [_from_row(r) for r in bstore.iter_items(bid)])
-    if parsed.bad_rows:
-        results = sorted(results + [_bad(b) for b in parsed.bad_rows], key=lambda r: r.line)
-    status_counts = {k: v for k, v in counts.items() if k != "contested"}
-    if parsed.bad_rows:
-        status_counts["invalid"] = status_counts.get("invalid", 0) + len(parsed.bad_rows)
-    report = BatchReport(
-        batch_id=bid, source=parsed.source, database=council.store.safe_url, results=results, counts=status_counts,
-        contested=counts.get("contested", 0), checked=progress.checked,
-        needs_review=sum(r.needs_review for r in results),
-        unreviewed=sum(r.needs_review and r.review_label is None for r in results),
-        total_cost_usd=round(sum(r.cost_usd for r in results), 10), spent_usd=round(progress.spent_usd, 10),
-        budget_usd=budget_usd, budget_exhausted=runner.budget_exhausted, elapsed_s=time.monotonic() - started,
-    )
+        await _run_claims(runner, bstore, bid, claims, config=config, db=db, processes=processes, share=share,
+                          max_claim_chars=max_claim_chars, recipe=recipe, helper=_helper)
+    report = _report(council, bstore, bid, parsed, progress, runner, budget_usd=budget_usd, started=started)
     if out is not None:
         write_results(out, report.results)
     return report

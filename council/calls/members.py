@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -191,171 +191,282 @@ def _worst_case(entry: ModelEntry, prompt_tokens: int, max_tokens: int) -> float
     return price_of(entry, prompt_tokens, max_tokens)
 
 
-async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) -> ChainOutcome[T]:
-    """Walk ``chain`` until one model gives a valid ``schema`` answer; see the module docstring."""
-    policy = ctx.policy
-    records: list[CallRecord] = []
-    attempt = ctx.first_attempt - 1
-    last_kind, last_reason, last_raw = "no_attempt", "no model was tried", None
-    used = ctx.prompt  # the prompt of the model being tried: its template goes on the record
+@dataclass
+class _Plan:
+    """How one model of the chain is called: its prompt, output allowance and worst-case cost."""
 
-    def emit(entry: ModelEntry, started: datetime, keep: bool = True, **fields: Any) -> CallRecord:
+    prompt: RenderedPrompt
+    max_tokens: int
+    logprobs: bool
+    worst: float | None
+    tokens: int
+    """Prompt estimate plus output allowance: what the rate limiter is asked for."""
+
+
+@dataclass
+class _Tries:
+    """What the attempts on one model have used up so far."""
+
+    repair: list[ChatMessage] = field(default_factory=list)
+    transient: int = 0
+    invalid: int = 0
+    strikes: int = 0
+    waited: float = 0.0
+    """Seconds this model kept the call waiting for rate-limit capacity."""
+
+
+@dataclass
+class _Admission:
+    """An attempt let through: its rate-limit permit (None without a limiter) and budget reservation."""
+
+    permit: Permit | None
+    queued: float
+    reservation: Any
+
+
+_Next = Literal["retry", "next"]
+"""After a failed attempt: retry the same model, or go on to the next one."""
+
+
+@dataclass
+class _Walk(Generic[T]):
+    """One walk down a chain: the attempt counter, the records so far and the last failure."""
+
+    ctx: CallContext
+    chain: list[ModelEntry]
+    schema: type[T]
+    attempt: int = 0
+    records: list[CallRecord] = field(default_factory=list)
+    last_kind: str = "no_attempt"
+    last_reason: str = "no model was tried"
+    last_raw: str | None = None
+    used: RenderedPrompt | None = None
+    """The prompt of the model being tried: its template goes on the record."""
+
+    def __post_init__(self) -> None:
+        self.attempt = self.ctx.first_attempt - 1
+        self.used = self.ctx.prompt
+
+    def emit(self, entry: ModelEntry, started: datetime, keep: bool = True, **fields: Any) -> CallRecord:
+        """The record of the current attempt; kept (and handed to the sink) unless ``keep`` is False."""
+        ctx, policy, used = self.ctx, self.ctx.policy, self.used
+        assert used is not None
         rec = CallRecord(
-            call_id=call_id_for(ctx.run_id, ctx.node, ctx.member_label, attempt),
+            call_id=call_id_for(ctx.run_id, ctx.node, ctx.member_label, self.attempt),
             run_id=ctx.run_id,
             node=ctx.node,
             member_label=ctx.member_label,
-            model_requested=chain[0].name,
+            model_requested=self.chain[0].name,
             model=entry.name,
             provider=entry.provider,
             policy_name=policy.name,
             policy_version=policy.version,
             template_name=used.template_name,
             template_hash=used.template_hash,
-            attempt=attempt,
+            attempt=self.attempt,
             started_at=started,
             finished_at=datetime.now(UTC),
             **fields,
         )
         if keep:
-            records.append(rec)
+            self.records.append(rec)
             ctx.sink(rec)
         return rec
 
-    for entry in chain:
-        prompt = _prompt_for(ctx, entry)
-        if prompt is None:
-            attempt += 1
-            last_kind = "answer_style"
-            last_reason = f"{entry.name}: answers in one sentence, which the {ctx.node} node cannot use"
-            emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
-            continue
-        used = prompt
-        max_tokens = min(policy.max_output_tokens, entry.max_output_tokens or policy.max_output_tokens)
-        logprobs = _reads_logprobs(ctx, entry)
-        if logprobs:
-            max_tokens = 1
-        worst = _worst_case(entry, estimate_tokens(prompt.system + prompt.user), max_tokens)
-        if policy.max_call_usd is not None and worst is not None and worst > policy.max_call_usd:
-            attempt += 1
-            last_kind = "price_ceiling"
-            last_reason = f"{entry.name}: worst-case cost ${worst:.4f} above the per-call ceiling ${policy.max_call_usd:g}"
-            emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason)
-            continue
-        repair: list[ChatMessage] = []
-        transient_tries = invalid_tries = strikes = 0
-        tokens = estimate_tokens(prompt.system + prompt.user) + max_tokens
-        waited = 0.0  # seconds this model kept the call waiting for rate-limit capacity
-        while True:
-            permit = await _capacity(ctx, entry, tokens, waited)
-            queued = permit.queued_s if permit is not None else 0.0
-            waited += queued
-            if permit is not None and not permit.granted:
-                attempt += 1
-                last_kind, last_reason = "rate_limit", f"{entry.name}: {permit.reason}"
-                emit(entry, datetime.now(UTC), status="skipped", error_kind="rate_limit_wait",
-                     error_message=permit.reason, queued_s=queued)
-                break
-            reservation = None
-            if ctx.budget is not None:
-                try:
-                    reservation = ctx.budget.reserve(worst if worst is not None else 0.0, ctx.policy.name)
-                except BudgetExceeded:
-                    if permit is not None:
-                        permit.release()
-                    attempt += 1
-                    last_kind = "budget"
-                    last_reason = f"{entry.name}: worst-case cost ${worst or 0:.4f} would exceed the run budget"
-                    emit(entry, datetime.now(UTC), status="skipped", error_kind=last_kind, error_message=last_reason,
-                         queued_s=queued)
-                    break
-            attempt += 1
-            started = datetime.now(UTC)
-            try:
-                if ctx.on_send is not None:
-                    try:
-                        ctx.on_send(emit(entry, started, keep=False, status="pending", cost_source="unknown",
-                                         queued_s=queued))
-                    except BaseException:
-                        if reservation is not None:
-                            ctx.budget.settle(reservation, 0.0)  # type: ignore[union-attr]
-                        raise
-                result = await gateway.acomplete(
-                    entry,
-                    _messages(prompt, ctx, entry, repair),
-                    max_tokens=max_tokens,
-                    temperature=policy.temperature,
-                    timeout_s=policy.timeout_s,
-                    schema=schema if entry.answer_style == "structured" else None,
-                    top_logprobs=_TOP_LOGPROBS if logprobs else None,
-                )
-            except ModelCallError as exc:
-                if permit is not None:
-                    permit.release()
-                if reservation is not None:
-                    # A timed-out request may still be billed (its record says cost unknown): keep the
-                    # worst case charged, as for any call of unknown cost.
-                    ctx.budget.settle(reservation, None if exc.kind == "timeout" else 0.0)  # type: ignore[union-attr]
-                last_kind, last_reason = exc.kind, f"{entry.name}: {exc}"
-                emit(
-                    entry, started, status="failed", error_kind=exc.kind, error_message=str(exc),
-                    # A local model never bills, even for a request that timed out.
-                    cost_source="local" if entry.local else ("unknown" if exc.kind == "timeout" else "none"),
-                    latency_s=(datetime.now(UTC) - started).total_seconds(), queued_s=queued,
-                )
-                if isinstance(exc, RateLimited) and ctx.limiter is not None:
-                    # Everyone sharing the limiter now waits out the pause; this call retries the same model
-                    # (the next acquire waits) while the policy's allowed wait lasts, then falls back.
-                    strikes += 1
-                    pause = await ctx.limiter.rate_limited(entry, exc.retry_after, strikes)
-                    if waited + pause <= policy.rate_limit_wait_s:
-                        continue
-                    last_reason += f" (waiting {pause:g} s more would pass the policy's rate_limit_wait_s)"
-                    break
-                if isinstance(exc, TransientError):
-                    transient_tries += 1
-                    if transient_tries < policy.attempts_per_model:
-                        await asyncio.sleep(min(exc.retry_after or 0.5 * transient_tries, _MAX_RETRY_AFTER_S))
-                        continue
-                break
-            finally:
-                if permit is not None:
-                    permit.release()
-            if ctx.limiter is not None:
-                await ctx.limiter.announced(entry, result.quota, tokens)
-            if reservation is not None:
-                ctx.budget.settle(reservation, result.cost_usd if result.cost_source != "unknown" else None)  # type: ignore[union-attr]
-            billed = dict(
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
-                cost_usd=result.cost_usd,
-                cost_source=result.cost_source,
-                latency_s=result.latency_s,
-                queued_s=queued,
-                request_id=result.request_id,
-                model_reported=result.model_reported,
-            )
-            try:
-                value = _parse(ctx, entry, schema, result)
-            except InvalidAnswer as exc:
-                last_kind, last_reason, last_raw = exc.kind, f"{entry.name}: answer {exc}", result.text
-                emit(entry, started, status="invalid", error_kind=exc.kind, error_message=str(exc), **billed)
-                invalid_tries += 1
-                if invalid_tries <= policy.answer_retries:
-                    repair = [
-                        ChatMessage(role="assistant", content=result.text[:4000]),
-                        ChatMessage(
-                            role="user",
-                            content=f"Your reply {exc}. Reply again with only the JSON object for the schema.",
-                        ),
-                    ]
-                    continue
-                break
-            rec = emit(entry, started, status="ok", **billed)
-            return ChainOutcome(value=value, model=entry, call_id=rec.call_id, raw_text=result.text, records=records)
-        if policy.fallback == "none":
-            break
-    return ChainOutcome(
-        value=None, model=None, call_id=None, raw_text=last_raw, records=records,
-        error_kind=last_kind, reason=last_reason,
+    def skip(self, entry: ModelEntry, kind: str, reason: str, **fields: Any) -> None:
+        """Record a skipped attempt of error kind ``kind``."""
+        self.attempt += 1
+        self.last_kind, self.last_reason = kind, reason
+        self.emit(entry, datetime.now(UTC), status="skipped", error_kind=kind, error_message=reason, **fields)
+
+    def outcome(self) -> ChainOutcome[T]:
+        """The outcome of a chain no model of which answered."""
+        return ChainOutcome(
+            value=None, model=None, call_id=None, raw_text=self.last_raw, records=self.records,
+            error_kind=self.last_kind, reason=self.last_reason,
+        )
+
+
+def _plan(walk: _Walk[T], entry: ModelEntry) -> _Plan | None:
+    """How ``entry`` would be called, or None (after a skipped record) when it cannot serve here or its
+    worst-case cost is above the policy's per-call ceiling."""
+    ctx, policy = walk.ctx, walk.ctx.policy
+    prompt = _prompt_for(ctx, entry)
+    if prompt is None:
+        walk.skip(entry, "answer_style", f"{entry.name}: answers in one sentence, which the {ctx.node} node cannot use")
+        return None
+    walk.used = prompt
+    max_tokens = min(policy.max_output_tokens, entry.max_output_tokens or policy.max_output_tokens)
+    logprobs = _reads_logprobs(ctx, entry)
+    if logprobs:
+        max_tokens = 1
+    worst = _worst_case(entry, estimate_tokens(prompt.system + prompt.user), max_tokens)
+    if policy.max_call_usd is not None and worst is not None and worst > policy.max_call_usd:
+        walk.skip(entry, "price_ceiling",
+                  f"{entry.name}: worst-case cost ${worst:.4f} above the per-call ceiling ${policy.max_call_usd:g}")
+        return None
+    tokens = estimate_tokens(prompt.system + prompt.user) + max_tokens
+    return _Plan(prompt=prompt, max_tokens=max_tokens, logprobs=logprobs, worst=worst, tokens=tokens)
+
+
+async def _admit(walk: _Walk[T], entry: ModelEntry, plan: _Plan, tries: _Tries) -> _Admission | None:
+    """Wait for ``entry``'s rate-limit capacity, then reserve its worst-case cost on the budget; None (after a
+    skipped record) when either is refused."""
+    ctx = walk.ctx
+    permit = await _capacity(ctx, entry, plan.tokens, tries.waited)
+    queued = permit.queued_s if permit is not None else 0.0
+    tries.waited += queued
+    if permit is not None and not permit.granted:
+        walk.attempt += 1
+        walk.last_kind, walk.last_reason = "rate_limit", f"{entry.name}: {permit.reason}"
+        walk.emit(entry, datetime.now(UTC), status="skipped", error_kind="rate_limit_wait",
+                  error_message=permit.reason, queued_s=queued)
+        return None
+    reservation = None
+    if ctx.budget is not None:
+        try:
+            reservation = ctx.budget.reserve(plan.worst if plan.worst is not None else 0.0, ctx.policy.name)
+        except BudgetExceeded:
+            if permit is not None:
+                permit.release()
+            walk.skip(entry, "budget", f"{entry.name}: worst-case cost ${plan.worst or 0:.4f} would exceed the run budget",
+                      queued_s=queued)
+            return None
+    return _Admission(permit=permit, queued=queued, reservation=reservation)
+
+
+async def _send(walk: _Walk[T], entry: ModelEntry, plan: _Plan, tries: _Tries, adm: _Admission,
+                started: datetime) -> gateway.CallResult:
+    """Write the pending record ahead (``on_send``), then send the request."""
+    ctx, policy = walk.ctx, walk.ctx.policy
+    if ctx.on_send is not None:
+        try:
+            ctx.on_send(walk.emit(entry, started, keep=False, status="pending", cost_source="unknown",
+                                  queued_s=adm.queued))
+        except BaseException:
+            if adm.reservation is not None:
+                ctx.budget.settle(adm.reservation, 0.0)  # type: ignore[union-attr]
+            raise
+    return await gateway.acomplete(
+        entry,
+        _messages(plan.prompt, ctx, entry, tries.repair),
+        max_tokens=plan.max_tokens,
+        temperature=policy.temperature,
+        timeout_s=policy.timeout_s,
+        schema=walk.schema if entry.answer_style == "structured" else None,
+        top_logprobs=_TOP_LOGPROBS if plan.logprobs else None,
     )
+
+
+async def _failed(walk: _Walk[T], entry: ModelEntry, tries: _Tries, adm: _Admission, started: datetime,
+                  exc: ModelCallError) -> _Next:
+    """Record a failed call and decide whether the same model is tried again."""
+    ctx, policy = walk.ctx, walk.ctx.policy
+    if adm.permit is not None:
+        adm.permit.release()
+    if adm.reservation is not None:
+        # A timed-out request may still be billed (its record says cost unknown): keep the
+        # worst case charged, as for any call of unknown cost.
+        ctx.budget.settle(adm.reservation, None if exc.kind == "timeout" else 0.0)  # type: ignore[union-attr]
+    walk.last_kind, walk.last_reason = exc.kind, f"{entry.name}: {exc}"
+    walk.emit(
+        entry, started, status="failed", error_kind=exc.kind, error_message=str(exc),
+        # A local model never bills, even for a request that timed out.
+        cost_source="local" if entry.local else ("unknown" if exc.kind == "timeout" else "none"),
+        latency_s=(datetime.now(UTC) - started).total_seconds(), queued_s=adm.queued,
+    )
+    if isinstance(exc, RateLimited) and ctx.limiter is not None:
+        # Everyone sharing the limiter now waits out the pause; this call retries the same model
+        # (the next acquire waits) while the policy's allowed wait lasts, then falls back.
+        tries.strikes += 1
+        pause = await ctx.limiter.rate_limited(entry, exc.retry_after, tries.strikes)
+        if tries.waited + pause <= policy.rate_limit_wait_s:
+            return "retry"
+        walk.last_reason += f" (waiting {pause:g} s more would pass the policy's rate_limit_wait_s)"
+        return "next"
+    if isinstance(exc, TransientError):
+        tries.transient += 1
+        if tries.transient < policy.attempts_per_model:
+            await asyncio.sleep(min(exc.retry_after or 0.5 * tries.transient, _MAX_RETRY_AFTER_S))
+            return "retry"
+    return "next"
+
+
+async def _answered(walk: _Walk[T], entry: ModelEntry, plan: _Plan, tries: _Tries, adm: _Admission,
+                    started: datetime, result: gateway.CallResult) -> ChainOutcome[T] | _Next:
+    """Settle a call that answered and validate its answer: the outcome when valid, else whether the same
+    model is asked again (with the validation error shown to it)."""
+    ctx, policy = walk.ctx, walk.ctx.policy
+    if ctx.limiter is not None:
+        await ctx.limiter.announced(entry, result.quota, plan.tokens)
+    if adm.reservation is not None:
+        ctx.budget.settle(adm.reservation, result.cost_usd if result.cost_source != "unknown" else None)  # type: ignore[union-attr]
+    billed = dict(
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        cost_usd=result.cost_usd,
+        cost_source=result.cost_source,
+        latency_s=result.latency_s,
+        queued_s=adm.queued,
+        request_id=result.request_id,
+        model_reported=result.model_reported,
+    )
+    try:
+        value = _parse(ctx, entry, walk.schema, result)
+    except InvalidAnswer as exc:
+        walk.last_kind, walk.last_reason, walk.last_raw = exc.kind, f"{entry.name}: answer {exc}", result.text
+        walk.emit(entry, started, status="invalid", error_kind=exc.kind, error_message=str(exc), **billed)
+        tries.invalid += 1
+        if tries.invalid <= policy.answer_retries:
+            tries.repair = [
+                ChatMessage(role="assistant", content=result.text[:4000]),
+                ChatMessage(
+                    role="user",
+                    content=f"Your reply {exc}. Reply again with only the JSON object for the schema.",
+                ),
+            ]
+            return "retry"
+        return "next"
+    rec = walk.emit(entry, started, status="ok", **billed)
+    return ChainOutcome(value=value, model=entry, call_id=rec.call_id, raw_text=result.text, records=walk.records)
+
+
+async def _try_model(walk: _Walk[T], entry: ModelEntry, plan: _Plan) -> ChainOutcome[T] | None:
+    """Attempt ``entry`` until it answers validly (its outcome) or is given up on (None)."""
+    tries = _Tries()
+    while True:
+        adm = await _admit(walk, entry, plan, tries)
+        if adm is None:
+            return None
+        walk.attempt += 1
+        started = datetime.now(UTC)
+        try:
+            result = await _send(walk, entry, plan, tries, adm, started)
+        except ModelCallError as exc:
+            if await _failed(walk, entry, tries, adm, started, exc) == "retry":
+                continue
+            return None
+        finally:
+            if adm.permit is not None:
+                adm.permit.release()
+        answered = await _answered(walk, entry, plan, tries, adm, started, result)
+        if isinstance(answered, ChainOutcome):
+            return answered
+        if answered == "retry":
+            continue
+        return None
+
+
+async def run_chain(ctx: CallContext, chain: list[ModelEntry], schema: type[T]) -> ChainOutcome[T]:
+    """Walk ``chain`` until one model gives a valid ``schema`` answer; see the module docstring."""
+    walk = _Walk(ctx=ctx, chain=chain, schema=schema)
+    for entry in chain:
+        plan = _plan(walk, entry)
+        if plan is None:
+            continue  # skipped before any admission: the next model is tried even with fallback "none"
+        outcome = await _try_model(walk, entry, plan)
+        if outcome is not None:
+            return outcome
+        if ctx.policy.fallback == "none":
+            break
+    return walk.outcome()
