@@ -93,7 +93,7 @@ def test_arms_parse_and_clear_errors() -> None:
     assert "council" in known_recipes()
     with pytest.raises(InputError, match=r"arm 'single:gpt-9': no model 'gpt-9' in the catalog \(models: m-a, m-b\)"):
         parse_arms("single:gpt-9", ["m-a", "m-b"])
-    with pytest.raises(InputError, match=r"unknown arm 'debate': use single:MODEL, majority, or a recipe \(.*council"):
+    with pytest.raises(InputError, match=r"arm 'debate': unknown recipe 'debate': the recipes are .*council"):
         parse_arms("majority,debate", ["m-a"])
     with pytest.raises(InputError, match="given twice"):
         parse_arms("majority,majority", ["m-a"])

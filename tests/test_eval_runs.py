@@ -188,7 +188,7 @@ def test_cli_bad_rows_unknown_arms_and_too_small_sets(sim: SimulatedPanel, serve
     code, out, err = _council(["eval", str(golden), "--arms", "single:gpt-9", "-c", str(cfg), "--db", db], tmp_path)
     assert code == 2 and "no model 'gpt-9' in the catalog" in err
     code, out, err = _council(["eval", str(golden), "--arms", "council,debate", "-c", str(cfg), "--db", db], tmp_path)
-    assert code == 2 and "unknown arm 'debate': use single:MODEL, majority, or a recipe" in err
+    assert code == 2 and "arm 'debate': unknown recipe 'debate': the recipes are cascade, council, review" in err
 
 
 def test_budget_caps_the_eval_and_a_rerun_finishes_it(sim: SimulatedPanel, server: ScriptedServer, golden: Path,

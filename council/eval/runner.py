@@ -136,7 +136,7 @@ class _Eval:
         for item in todo:
             queue.put_nowait(item)
         for k in self.kinds:  # compile once before the workers start (it may start local model servers)
-            await asyncio.to_thread(k.council._compiled)
+            await k.council.prepare()
         await asyncio.gather(*(self._worker(queue) for _ in range(self.concurrency)))
         if self.fatal is not None:
             raise self.fatal
@@ -180,7 +180,7 @@ class _Eval:
                 request = RunRequest(run_id=run_id, task=self.gs.task, question=item.text,
                                      sources=load_sources(item.sources), created_at=datetime.now(UTC),
                                      resume=status is not None)
-                await kind.council._invoke(request)
+                await kind.council.arun_request(request)
             except (ConfigError, StoreError):
                 raise
             except CouncilError as exc:
