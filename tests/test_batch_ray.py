@@ -25,6 +25,7 @@ import pytest
 from conftest import to_toml
 from council.batch import check_many
 from council.errors import ConfigError
+from council.store.db import Store
 from support import DISPUTED, batch_config, claims, cli_env, db_rows, finish, members_script, start, write_jsonl
 
 pytestmark = pytest.mark.timeout(900)
@@ -128,6 +129,7 @@ def _parent(pid: int) -> int:
 def _kill_when_quiet(db: str, server: Any, min_done: int, deadline: float) -> None:
     """Wait until ``min_done`` claims are finished and every written-ahead call is at the server (so the
     kill leaves no record of a request that was never sent)."""
+    Store(db).engine.dispose()  # the schema, as the driver makes it (both migrate under one lock)
     while True:
         assert time.monotonic() < deadline, "the batch never reached the point to kill it"
         done = db_rows(db, "SELECT COUNT(*) FROM batch_items WHERE status = 'full'")[0][0]

@@ -177,10 +177,10 @@ def test_ask_prints_verdict_claims_calls_and_run_id(cli: Cli) -> None:
         assert row[1:3] == [member, model] and row[5:7] == [cluster, ""]  # no sources, so no evidence
     # the clusters: status, who settled it, the vote's support, members, claim
     assert _row(out, "K1") == ["K1", "unresolved", "none", "0.71", "A,B",
-                               "The Great Wall is not visible to the naked eye from low Ear…"]
+                               "The Great Wall is not visible to the naked eye from low Earth orbit."]
     assert _row(out, "K2") == ["K2", "uncorroborated", "vote", "0.68", "A", "The wall is only about 6 m wide."]
     assert _row(out, "K3") == ["K3", "unresolved", "none", "0.29", "C",
-                               "The Great Wall is visible to the naked eye from low Earth o…"]
+                               "The Great Wall is visible to the naked eye from low Earth orbit."]
     # every call: member, try, model, status, tokens, cost, cost source
     assert _row(out, "A")[1:7] == ["1", "m-a", "ok", "1000/200", "0.001400", "catalog"]
     assert _row(out, "B")[1:7] == ["1", "m-b", "ok", "1000/200", "0.000700", "catalog"]

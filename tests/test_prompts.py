@@ -13,6 +13,10 @@ import jinja2
 import jinja2.meta
 import pytest
 
+from council.calls.prompts import schema_text
+from council.deliberation.cascade import EscalationDraft
+from council.deliberation.review import ReviewDraft
+
 from council.calls import prompts
 from council.calls.answers import AnswerDraft
 from council.config.resources import data_dir
@@ -20,6 +24,8 @@ from council.deliberation.verdict import RulingDraft
 
 SCHEMA_ANSWER = json.dumps(AnswerDraft.model_json_schema(), separators=(",", ":"))
 SCHEMA_RULING = json.dumps(RulingDraft.model_json_schema(), separators=(",", ":"))
+SCHEMA_REVIEW = schema_text(ReviewDraft)
+SCHEMA_ESCALATION = schema_text(EscalationDraft)
 QUESTION = "Is the Great Wall of China visible from low Earth orbit with the naked eye?"
 NONCE = "3f9a1c2e"
 
@@ -83,6 +89,29 @@ def _contexts() -> dict[str, dict[str, Any]]:
             "nonce": NONCE,
             "label_unsettled": True,
             "schema": SCHEMA_RULING,
+        },
+        "reviewer.j2": {
+            "task": "check",
+            "question": "The Great Wall is visible from the Moon.",
+            "responses": [
+                {"label": "Response 1", "answer": "No, it is not visible.", "label_given": "REFUTED",
+                 "claims": [{"label": "C1", "text": "The wall is too narrow to see.", "confidence": 0.9}]},
+                {"label": "Response 2", "answer": "Yes.", "label_given": None,
+                 "claims": [{"label": "C2", "text": "The wall is visible from space.", "confidence": 0.55}]},
+            ],
+            "sources_given": True,
+            "nonce": NONCE,
+            "schema": SCHEMA_REVIEW,
+        },
+        "escalation.j2": {
+            "task": "check",
+            "question": "The Great Wall is visible from the Moon.",
+            "items": [
+                {"label": "E1", "text": "The wall is too narrow to see.", "is_label": False},
+                {"label": "E2", "text": "SUPPORTED or REFUTED: the claim as a whole", "is_label": True},
+            ],
+            "nonce": NONCE,
+            "schema": SCHEMA_ESCALATION,
         },
     }
 

@@ -297,7 +297,8 @@ async def test_batch_with_the_limit_gets_no_429_and_takes_about_calls_over_rate(
     records = [r for run in Store(db).list_runs(limit=100) for r in Store(db).load_run(run.run_id).calls]
     assert len(records) == 3 * n and {r.status for r in records} == {"ok"}
     assert sum(1 for r in records if r.queued_s > 0.5) >= n  # most calls waited for their turn
-    assert max(r.queued_s for r in records) >= 2.0
+    # eight councils in flight: a model's eighth call in line waits for the seven sends before it
+    assert max(r.queued_s for r in records) >= 7 / CLIENT_RPS - 0.2
     for r in records:  # the wait is not latency: the record starts when the request is sent
         assert abs((r.finished_at - r.started_at).total_seconds() - r.latency_s) < 0.5
     from council.provenance.monitoring import stats_report

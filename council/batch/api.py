@@ -26,6 +26,7 @@ async def acheck_many(claims: Any, *, engine: Literal["local", "ray"] = "local",
         if kwargs.pop("processes", 1) != 1:
             raise InputError("--processes is for the local engine: with --engine ray, use --workers")
         kwargs.pop("_helper", None)
+        kwargs.pop("_rate_limit_share", None)  # a Ray run has no helper processes to share limits with
         return await acheck_many_ray(claims, workers=workers, ray_address=ray_address, **kwargs)
     if engine != "local":
         raise InputError(f"unknown engine {engine!r}: use local or ray")

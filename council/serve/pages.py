@@ -121,7 +121,8 @@ def _charts(rows: list[Any]) -> list[dict[str, Any]]:
 @router.get("/ask", response_class=HTMLResponse)
 async def ask_page(request: Request) -> HTMLResponse:
     models = _st(request).runs.models()
-    recipes = sorted({m.recipe for m in models})
+    # The plain council first: the form's default is the one-round recipe, the others are opt-in.
+    recipes = sorted({m.recipe for m in models}, key=lambda r: (r != "council", r))
     return _page(request, "ask.html", recipes=recipes, title="ask the council")
 
 

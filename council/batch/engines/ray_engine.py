@@ -250,12 +250,12 @@ class _Driver:
         return self.exhausted
 
 
-async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = None, concurrency: int = 8,
+async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = None, concurrency: int | None = 8,
                           budget_usd: float | None = None, out: Any = None, batch_id: str | None = None,
                           retry_failed: bool = False, max_claim_chars: int = 4000, lease_s: float = 60.0,
                           workers: int | None = None, ray_address: str | None = None, restarts: int = 3,
                           on_progress: Callable[[Any], None] | None = None,
-                          on_bad_row: Callable[[Any], None] | None = None) -> Any:
+                          on_bad_row: Callable[[Any], None] | None = None, recipe: str | None = None) -> Any:
     """``check_many(..., engine="ray")``: see the module docstring and ``council.batch.runner.acheck_many``.
 
     ``workers``: actors (default: the cluster's CPUs, at most 64); ``concurrency``: councils at once over
@@ -268,6 +268,8 @@ async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = N
     from council.store.queue import BatchStore, new_owner
 
     started = time.monotonic()
+    if concurrency is None:
+        concurrency = 8
     if concurrency < 1:
         raise InputError("concurrency must be at least 1")
     if workers is not None and workers < 1:
@@ -280,7 +282,7 @@ async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = N
     for b in parsed.bad_rows:
         if on_bad_row is not None:
             on_bad_row(b)
-    council = Council(config, db=db)
+    council = Council(config, db=db, recipe=recipe)
     store = council.store
     bstore = BatchStore(store)
     bid = parsed.batch_id
