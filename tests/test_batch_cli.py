@@ -121,7 +121,8 @@ def test_kill_9_mid_batch_then_rerun_finishes_with_one_record_per_call(scripted,
 
 
 def test_processes_split_the_batch_and_the_budget(scripted, tmp_path: Path) -> None:
-    server = scripted(members_script(latency=0.2))
+    # long enough that the helper, which imports litellm after the parent has, still gets claims to check
+    server = scripted(members_script(latency=0.5))
     cfg = tmp_path / "council.toml"
     cfg.write_text(to_toml(batch_config(server.base_url)), encoding="utf-8")
     n = 60
