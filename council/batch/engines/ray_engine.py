@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import contextlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -301,17 +303,20 @@ async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = N
     if exhausted:
         bstore.skip_pending(bid, _NOT_STARTED)
     elif counts.get("pending", 0) or counts.get("running", 0):
-        ray, own = connect(ray_address, workers or os.cpu_count() or 1)
-        try:
-            _refuse_sqlite(ray, store)
-            n = workers or max(1, min(64, int(ray.cluster_resources().get("CPU", 1))))
-            spec = WorkerSpec(config=council.config, db=store.url, recipe=council.recipe.name, batch_id=bid,
-                              batch_ledger=ledger, concurrency=max(1, concurrency // n), lease_s=lease_s)
-            driver = _Driver(ray, spec, n, progress, on_progress, bstore, restarts)
-            exhausted = await driver.run()
-        finally:
-            if own:
-                ray.shutdown()
+        # Ray prints its notices ("(raylet) The node ... marked dead", backlogged ones when a driver connects)
+        # on the driver's stdout: keep them on stderr, so `--out -` and `--json` stay clean.
+        with contextlib.redirect_stdout(sys.stderr):
+            ray, own = connect(ray_address, workers or os.cpu_count() or 1)
+            try:
+                _refuse_sqlite(ray, store)
+                n = workers or max(1, min(64, int(ray.cluster_resources().get("CPU", 1))))
+                spec = WorkerSpec(config=council.config, db=store.url, recipe=council.recipe.name, batch_id=bid,
+                                  batch_ledger=ledger, concurrency=max(1, concurrency // n), lease_s=lease_s)
+                driver = _Driver(ray, spec, n, progress, on_progress, bstore, restarts)
+                exhausted = await driver.run()
+            finally:
+                if own:
+                    ray.shutdown()
         if exhausted:
             bstore.skip_pending(bid, _NOT_STARTED)
     counts = bstore.counts(bid)
