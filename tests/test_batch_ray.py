@@ -198,7 +198,10 @@ def test_two_invocations_share_one_database_ceiling(cluster: Any, scripted, tmp_
         reports.append(json.loads(out))
     spent = db_rows(pg_url, "SELECT COALESCE(SUM(cost_usd), 0) FROM calls")[0][0]
     assert 0.006 < spent <= 0.012  # together, never past the ceiling (and most of it used)
-    assert all(r["counts"].get("full", 0) > 0 and r["counts"].get("skipped_budget", 0) > 0 for r in reports), reports
+    # Which invocation gets the money depends on which one reaches the cluster first (Ray start-up takes
+    # seconds): together they checked claims, and each stopped at the shared ceiling with claims left over.
+    assert sum(r["counts"].get("full", 0) for r in reports) > 0, reports
+    assert all(r["counts"].get("skipped_budget", 0) > 0 for r in reports), reports
     assert sum(r["spent_usd"] for r in reports) == pytest.approx(spent)
     (limit, used, held), = db_rows(pg_url, "SELECT limit_usd, spent_usd, held_usd FROM budget_ledgers "
                                            "WHERE ledger_id LIKE 'ceiling:team:%'")
