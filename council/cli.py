@@ -171,7 +171,7 @@ def _sources(paths: list[Path] | None) -> list[Path]:
 
 
 from council.batch.cli import check as _check_batch  # noqa: E402  (typer only: importing it costs nothing)
-from council.recipes_cli import print_stages, recipes, stage_payload  # noqa: E402  (typer only, as above)
+from council.recipes_cli import print_stages, recipes, revision_rows, stage_payload  # noqa: E402  (typer only, as above)
 
 app.command("check")(_check_batch)
 app.command("recipes")(recipes)
@@ -426,6 +426,7 @@ def _print_result(result: Any, as_json: bool) -> None:
         payload = result.model_dump(mode="json")
         payload["claims"] = [c.model_dump(mode="json") for c in result.claims]
         payload["stages"] = stage_payload(result)
+        payload["rounds"] = revision_rows(result)
         typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console

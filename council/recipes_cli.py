@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["recipes", "print_stages", "stage_payload"]
+__all__ = ["recipes", "print_stages", "revision_rows", "stage_payload"]
 
 
 def recipes(
@@ -57,6 +57,21 @@ def stage_payload(result: Any) -> list[dict[str, Any]]:
     return [s.model_dump() for s in result.stage_costs]
 
 
+def revision_rows(result: Any) -> list[dict[str, Any]]:
+    """One row per answer of a revision round: who revised or held, why, and what flipped (``--json``)."""
+    v = result.verdict
+    flips = v.flips if v is not None else []
+    rows = []
+    for a in sorted([*result.revised_answers, *result.answers], key=lambda a: (a.round, a.member_label)):
+        if a.round == 1:
+            continue
+        mine = [f for f in flips if f.answer_id == a.answer_id]
+        rows.append({"round": a.round, "member_label": a.member_label, "model": a.model, "decision": a.revision,
+                     "reason": a.revision_reason, "answer_id": a.answer_id, "revised_from": a.revised_from,
+                     "label": a.label, "flips": [f.model_dump(include={"kind", "subject", "before", "after"}) for f in mine]})
+    return rows
+
+
 def print_stages(con: Any, result: Any) -> None:
     """Reviews (with the Borda ranking), escalations and the cost of each stage, as tables."""
     from rich.table import Table
@@ -74,6 +89,16 @@ def print_stages(con: Any, result: Any) -> None:
         if v is not None and v.borda:
             con.print("Borda (normalized): " + ", ".join(f"{m} {s:.2f}" for m, s in
                                                           sorted(v.borda.items(), key=lambda x: -x[1])))
+    rows = revision_rows(result)
+    if rows or (v is not None and v.revision_stop):
+        rt = Table("round", "member", "model", "decision", "label", "flips", "reason",
+                   title=f"revision rounds: {v.revision_stop if v is not None else ''}")
+        for r in rows:
+            flips = "; ".join(f"{f['kind']} {f['before']} → {f['after']}" + (f": {f['subject']}" if f["kind"] == "claim" else "")
+                              for f in r["flips"]) or "-"
+            rt.add_row(str(r["round"]), r["member_label"], r["model"], r["decision"] or "", r["label"] or "", flips,
+                       r["reason"] or "")
+        con.print(rt)
     if result.escalations:
         et = Table("item", "target", "why escalated", "tier", "decisions", "status", "outcome", title="escalations")
         for e in result.escalations:

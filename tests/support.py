@@ -253,3 +253,33 @@ def cascade_config(base_url: str, **policies: dict[str, Any]) -> dict[str, Any]:
     for name, table in policies.items():
         cfg["policies"].setdefault(name, {}).update(table)
     return cfg
+
+
+# ------------------------------------------------------------------------------------------ revision rounds
+
+def revision(decision: str, reason: str = "scripted", text: str | None = None,
+             claims: list[tuple[str, float]] | None = None, label: str | None = None) -> dict[str, Any]:
+    """A member's scripted reply in a revision round: ``hold``, or ``revise`` with a new answer."""
+    out: dict[str, Any] = {"decision": decision, "reason": reason}
+    if decision == "revise":
+        out.update(answer=text, claims=[{"text": t, "confidence": c} for t, c in claims or []])
+        if label:
+            out["label"] = label
+    return out
+
+
+def revision_script(c_rounds: list[dict[str, Any]] | None = None, others: str = "hold") -> dict[str, Any]:
+    """The Great Wall panel (A and B: not visible; C: visible; contested by the vote) with scripted revision
+    rounds: A and B reply ``others`` in every round; C replies ``c_rounds[i]`` in round i + 2 (default: it
+    revises to "not visible" in round 2)."""
+    from conftest import panel_script
+
+    script = panel_script()
+    c_rounds = c_rounds if c_rounds is not None else [revision(
+        "revise", "Two members say it cannot be seen.", "No, it is not visible.",
+        [("The Great Wall is not visible to the naked eye from low Earth orbit.", 0.8)])]
+    for name in ("m-a", "m-b"):
+        script["models"][name]["answers"].insert(0, {"match": "Revision round", "content": revision(others)})
+    for i, reply in reversed(list(enumerate(c_rounds))):
+        script["models"]["m-c"]["answers"].insert(0, {"match": f"Revision round {i + 2}.", "content": reply})
+    return script

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import GREAT_WALL, to_toml
 from support import (DISPUTED, batch_config, cascade_config, claims, cli_env, db_rows, finish, members_script,
-                     review_script, start, write_jsonl)
+                     review_script, revision, start, write_jsonl)
 
 REVIEW_ALL_ACCURATE = {"match": "Review these responses", "content": {
     "judgements": [{"claim": "C1", "verdict": "accurate", "reason": "ok"}, {"claim": "C2", "verdict": "accurate"}],
@@ -27,12 +27,14 @@ def test_recipes_lists_stages_and_policies(tmp_path: Path) -> None:
     code, out, err = finish(_start(["recipes", "--json"], tmp_path)).result()
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
-    assert sorted(rows) == ["cascade", "council", "review"]  # revise is not built: not listed
+    assert sorted(rows) == ["cascade", "council", "review", "revise"]
     assert [s["stage"] for s in rows["review"]["stages"]] == ["answer", "review", "adjudicate", "decide", "record"]
     review = next(s for s in rows["review"]["stages"] if s["stage"] == "review")
     assert len(review["policies"]) == 1 and review["policies"][0].startswith("peer_review@")
     escalate = next(s for s in rows["cascade"]["stages"] if s["stage"] == "escalate")
     assert escalate["policies"][0].startswith("escalation@")
+    revise = next(s for s in rows["revise"]["stages"] if s["stage"] == "revise")
+    assert revise["policies"][0].startswith("revision@")
     assert rows["council"]["default"] is True
 
 
@@ -73,13 +75,13 @@ def _bad_recipe_file(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.mark.parametrize("case", ["unknown", "missing_policy", "too_few_members", "no_strong_tier", "revise"])
+@pytest.mark.parametrize("case", ["unknown", "missing_policy", "too_few_members", "no_strong_tier", "revise_one_member"])
 def test_bad_recipes_are_one_error_line_and_write_nothing(scripted, tmp_path: Path, case: str) -> None:
     srv = scripted(review_script())
     tables = panel_cfg(srv.base_url)
     recipe = {"unknown": "nope", "missing_policy": str(_bad_recipe_file(tmp_path)), "too_few_members": "review",
-              "no_strong_tier": "cascade", "revise": "revise"}[case]
-    if case == "too_few_members":
+              "no_strong_tier": "cascade", "revise_one_member": "revise"}[case]
+    if case in ("too_few_members", "revise_one_member"):
         tables["policies"]["research"]["allowed_models"] = ["m-a"]
     if case == "no_strong_tier":
         tables["policies"]["escalation"] = {"min_quality": 99.0}
@@ -92,12 +94,13 @@ def test_bad_recipes_are_one_error_line_and_write_nothing(scripted, tmp_path: Pa
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     expected = {
-        "unknown": "unknown recipe 'nope': the recipes are cascade, council, review",
+        "unknown": "unknown recipe 'nope': the recipes are cascade, council, review, revise",
         "missing_policy": "stage 'review' names policy 'nope', which is neither in graphs/policies.toml nor in the config",
         "too_few_members": "recipe 'review' needs at least 2 members to review each other, but only 1 qualified for "
                            "policy 'research' (the rest: m-b: not in the allowed models",
         "no_strong_tier": "no model qualifies for policy 'escalation'",
-        "revise": "unknown recipe 'revise'",
+        "revise_one_member": "recipe 'revise' needs at least 2 members to revise against each other, but only 1 "
+                             "qualified for policy 'research' (the rest: m-b: not in the allowed models",
     }[case]
     assert expected in lines[0]
     assert srv.stats()["total_requests"] == 0
@@ -132,13 +135,18 @@ def _kill_when(proc: Any, db: Path, node: str, server: Any, min_done: int) -> No
     assert proc.returncode == -signal.SIGKILL
 
 
-@pytest.mark.parametrize("recipe", ["review", "cascade"])
+@pytest.mark.parametrize("recipe", ["review", "cascade", "revise"])
 def test_kill_9_mid_recipe_then_rerun_pays_each_call_once(scripted, tmp_path: Path, recipe: str) -> None:
     if recipe == "review":
         script = members_script(latency=0.3)
         for name in ("m-a", "m-b", "m-c"):
             script["models"][name]["answers"].insert(0, REVIEW_ALL_ACCURATE)
         rows, node, tables = claims(8), "review", batch_config("")
+    elif recipe == "revise":  # the members split on every claim and each holds in the one revision round
+        script = members_script(latency=0.3)
+        for name in ("m-a", "m-b", "m-c"):
+            script["models"][name]["answers"].insert(0, {"match": "Revision round", "content": revision("hold")})
+        rows, node, tables = [{"id": f"d{i}", "claim": f"{DISPUTED} claim {i}."} for i in range(8)], "revise", batch_config("")
     else:
         script = members_script(latency=0.3)
         script["models"]["strong-x"] = {"latency": 0.6, "answers": [{"match": "Items in doubt", "content": {
@@ -174,6 +182,12 @@ def test_kill_9_mid_recipe_then_rerun_pays_each_call_once(scripted, tmp_path: Pa
                          "GROUP BY run_id, node, member_label HAVING COUNT(*) > 1")
     if recipe == "review":
         assert db_rows(db, "SELECT COUNT(*), COUNT(DISTINCT run_id) FROM reviews WHERE status = 'ok'") == [(24, 8)]
+    elif recipe == "revise":
+        # Every member of every council answered once and revised once; the first answers are superseded.
+        assert db_rows(db, "SELECT round, COUNT(*), COUNT(superseded_by), COUNT(DISTINCT run_id) FROM answers "
+                           "GROUP BY round ORDER BY round") == [(1, 24, 24, 8), (2, 24, 0, 8)]
+        stops = {json.loads(b)["revision_stop"] for (b,) in db_rows(db, "SELECT body_json FROM verdicts")}
+        assert stops == {"converged: every member held its answer in round 2"}
     else:
         escalated = db_rows(db, "SELECT COUNT(DISTINCT run_id) FROM calls WHERE node = 'escalate' AND status = 'ok'")[0][0]
         assert escalated >= 1

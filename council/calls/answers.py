@@ -127,6 +127,14 @@ class AnswerFields(SQLModel):
     """The model's text exactly as received."""
     confidence: float | None = None
     """The member's stated probability that its answer is right, if it gave one."""
+    round: int = 1
+    """1 for the first answer; 2, 3... for the answers of revision rounds (recipe stage ``revise``)."""
+    revised_from: str | None = None
+    """In a revision round: the answer (id) this one revises, the member's answer of the round before."""
+    revision: str | None = None
+    """In a revision round: ``revise`` (the member changed its answer) or ``hold`` (it kept it)."""
+    revision_reason: str | None = None
+    """The member's reason for revising or holding."""
 
 
 class MemberAnswer(AnswerFields):

@@ -17,7 +17,7 @@ __all__ = ["CallRecord", "CallRecordFields", "CallStatus", "CostSource", "CallNo
 
 CallStatus = Literal["ok", "failed", "invalid", "skipped", "pending", "interrupted"]
 CostSource = Literal["provider", "catalog", "local", "unknown", "none"]
-CallNode = Literal["member", "review", "escalate", "adjudicate", "cluster"]
+CallNode = Literal["member", "review", "revise", "escalate", "adjudicate", "cluster"]
 
 
 class CallRecordFields(SQLModel):
@@ -90,7 +90,7 @@ class CallRecord(CallRecordFields):
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
 
 
-STAGE_OF_NODE: dict[str, str] = {"member": "answer", "cluster": "reconcile", "review": "review",
+STAGE_OF_NODE: dict[str, str] = {"member": "answer", "cluster": "reconcile", "review": "review", "revise": "revise",
                                  "escalate": "escalate", "adjudicate": "adjudicate"}
 """The recipe stage each graph node's calls belong to."""
 

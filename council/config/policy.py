@@ -109,6 +109,9 @@ class TaskPolicy(BaseModel):
     least this (or at most 1 minus this); otherwise it is contested and goes to the adjudicator."""
     min_supporters: int = Field(default=2, ge=1)
     """An uncontradicted cluster is accepted by vote once this many members state it."""
+    max_revision_rounds: int = Field(default=2, ge=1, le=10)
+    """For a recipe's ``revise`` stage: the most revision rounds after the first answers; rounds stop
+    earlier at convergence (nothing contested, or every member held its answer)."""
     reliability_prior: float = Field(default=0.7, gt=0.0, lt=1.0)
     """Assumed accuracy of a model with no history in the store."""
     reliability_prior_weight: float = Field(default=4.0, ge=0.0)

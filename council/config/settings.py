@@ -59,10 +59,10 @@ class AdjudicationRecipe(BaseModel):
     """Show members to the adjudicator in an order shuffled per run."""
 
 
-Stage = Literal["answer", "review", "escalate", "adjudicate", "decide", "record"]
-STAGE_ORDER: tuple[str, ...] = ("answer", "review", "escalate", "adjudicate", "decide", "record")
+Stage = Literal["answer", "review", "revise", "escalate", "adjudicate", "decide", "record"]
+STAGE_ORDER: tuple[str, ...] = ("answer", "review", "revise", "escalate", "adjudicate", "decide", "record")
 """The stages a recipe may combine, in the order the graph runs them (``answer``, ``decide`` and
-``record`` are required). Revision rounds (``revise``) are not built yet: a recipe naming them is refused."""
+``record`` are required)."""
 
 
 class ReviewRecipe(BaseModel):
@@ -76,6 +76,18 @@ class ReviewRecipe(BaseModel):
     inaccurate_weight: float = Field(default=1.0, ge=0.0, le=1.0)
     """How much a claim judged inaccurate by every reviewer moves toward chance in the vote (0: not at all,
     1: to chance); a share of reviewers moves it proportionally, each reviewer weighted by its reliability."""
+
+
+class RevisionRecipe(BaseModel):
+    """Revision rounds: while the vote leaves something contested, members see their peers' claims
+    (anonymous, with counts) and revise or hold; rounds stop at convergence or at the policy's
+    ``max_revision_rounds``."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str = "revision"
+    """Policy the revision calls follow (graphs/policies.toml); its ``max_revision_rounds`` caps the rounds."""
+    template: str = "reviser.j2"
+    """Prompt template (in prompts/) a reviser gets."""
 
 
 class CascadeRecipe(BaseModel):
@@ -102,6 +114,8 @@ class Recipe(BaseModel):
     adjudication: AdjudicationRecipe
     review: ReviewRecipe | None = None
     """Set when ``review`` is a stage."""
+    revision: RevisionRecipe | None = None
+    """Set when ``revise`` is a stage."""
     cascade: CascadeRecipe | None = None
     """Set when ``escalate`` is a stage."""
 
@@ -110,8 +124,6 @@ class Recipe(BaseModel):
     def _known_stages(cls, raw: Any) -> Any:
         if isinstance(raw, dict):
             for st in raw.get("stages", []) or []:
-                if st == "revise":
-                    raise ValueError("stage 'revise' (revision rounds) is not available in this version")
                 if st not in STAGE_ORDER:
                     raise ValueError(f"unknown stage {st!r}: stages are {', '.join(STAGE_ORDER)}")
         return raw
@@ -126,6 +138,8 @@ class Recipe(BaseModel):
                 raise ValueError(f"stage {required!r} is required")
         if "review" in self.stages and self.review is None:
             self.review = ReviewRecipe()
+        if "revise" in self.stages and self.revision is None:
+            self.revision = RevisionRecipe()
         if "escalate" in self.stages and self.cascade is None:
             self.cascade = CascadeRecipe()
         return self
@@ -138,6 +152,8 @@ class Recipe(BaseModel):
                 out[st] = [t.member_policy for k, t in self.tasks.items() if task in (None, k)]
             elif st == "review" and self.review is not None:
                 out[st] = [self.review.policy]
+            elif st == "revise" and self.revision is not None:
+                out[st] = [self.revision.policy]
             elif st == "escalate" and self.cascade is not None:
                 out[st] = [self.cascade.policy]
             elif st == "adjudicate":

@@ -29,10 +29,13 @@ def build_answer(
     draft: AnswerDraft,
     task: str,
     raw_text: str | None,
+    round_: int = 1,
 ) -> MemberAnswer:
     """The recorded answer of a member: ids assigned, claims normalised and de-duplicated in order.
 
-    ``label`` is kept only for a fact check (``task == "check"``): a question has no label.
+    ``label`` is kept only for a fact check (``task == "check"``): a question has no label. An answer of a
+    revision round (``round_`` 2, 3...) gets claim ids of its own: the same text in a later round is a new
+    claim, linked to the earlier one through its answer's ``revised_from``.
     """
     answer_id = content_id(run_id, member_label, call_id)
     claims: list[Claim] = []
@@ -43,14 +46,15 @@ def build_answer(
             continue
         seen.add(text.lower())
         claims.append(Claim(
-            claim_id=content_id(run_id, member_label, text), run_id=run_id, answer_id=answer_id,
+            claim_id=content_id(run_id, member_label, text) if round_ == 1 else content_id(
+                run_id, member_label, text, f"round {round_}"), run_id=run_id, answer_id=answer_id,
             member_label=member_label, model=model, text=text, confidence=c.confidence,
             citations=[Citation(**x.model_dump()) for x in c.citations],
         ))
     return MemberAnswer(
         answer_id=answer_id, run_id=run_id, member_label=member_label, model=model, call_id=call_id,
         answer=draft.answer, label=draft.label if task == "check" else None, confidence=draft.confidence,
-        claims=claims, raw_text=raw_text or "",
+        claims=claims, raw_text=raw_text or "", round=round_,
     )
 
 

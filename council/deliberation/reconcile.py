@@ -38,9 +38,15 @@ class Reconciliation(BaseModel):
 def verified_answers(
     outcomes: list[MemberOutcome], passages: list[Passage]
 ) -> tuple[list[MemberAnswer], list[MemberFailure]]:
-    """The answers (citations verified against ``passages``) and failures, in member-label order."""
+    """The answers (citations verified against ``passages``) and failures, in member-label order. With
+    revision rounds a member has an outcome per round: its latest answer counts."""
     by_id = {p.passage_id: p for p in passages}
-    ordered = sorted(outcomes, key=lambda o: o.member_label)
+    latest: dict[str, MemberOutcome] = {}
+    for o in outcomes:
+        cur = latest.get(o.member_label)
+        if cur is None or (o.answer is not None and (cur.answer is None or o.answer.round > cur.answer.round)):
+            latest[o.member_label] = o
+    ordered = sorted(latest.values(), key=lambda o: o.member_label)
     failures = [o.failure for o in ordered if o.failure is not None]
     answers: list[MemberAnswer] = []
     for o in ordered:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from council.calls.answers import FactLabel, require_alnum
 from .flags import ReviewReason
 
-__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
+__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "Flip", "RulingDraft", "Verdict"]
 
 
 class ClusterRuling(BaseModel):
@@ -71,6 +71,27 @@ class FailedMember(BaseModel):
     reason: str
 
 
+class Flip(BaseModel):
+    """A label or claim a member changed in a revision round (recipe stage ``revise``)."""
+
+    run_id: str
+    round: int
+    """The round whose answer made the change (2 = the first revision round)."""
+    member_label: str
+    model: str
+    answer_id: str
+    """The revised answer."""
+    revised_from: str
+    """The answer it revises."""
+    kind: Literal["label", "claim"]
+    subject: str
+    """``label``, or the claim's text."""
+    before: str
+    """The label before; for a claim ``stated`` or ``absent``."""
+    after: str
+    """The label after; for a claim ``retracted`` or ``stated``."""
+
+
 class Verdict(BaseModel):
     """The council's conclusion. A degraded council says so; it is never presented as a full one."""
 
@@ -117,6 +138,12 @@ class Verdict(BaseModel):
     """Everything the cascade put to the strong tier (cluster ids, ``label``), settled or not."""
     borda: dict[str, float] = Field(default_factory=dict)
     """Member label -> normalized Borda score of the peer reviewers' rankings (recipes with a review stage)."""
+    rounds: int = 1
+    """Answer rounds the verdict rests on: 1, plus the revision rounds that ran (recipe stage ``revise``)."""
+    revision_stop: str | None = None
+    """Why revision rounds stopped (convergence, or the policy's maximum); None without a ``revise`` stage."""
+    flips: list[Flip] = Field(default_factory=list)
+    """Every label or claim a member changed in a revision round, in round order."""
     unresolved: list[str] = Field(default_factory=list)
     """Contested cluster ids nobody could settle (adjudicator failed or ruled unresolved)."""
     vote_posterior: float | None = None

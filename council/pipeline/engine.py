@@ -85,6 +85,9 @@ class RunResult(BaseModel):
     passages: list[Passage] = []
     """The numbered passages of the sources given with the question."""
     answers: list[MemberAnswer]
+    """The members' answers in force (after any revision rounds)."""
+    revised_answers: list[MemberAnswer] = []
+    """Answers a revision round replaced: each later answer's ``revised_from`` names one of these."""
     failures: list[MemberFailure]
     calls: list[CallRecord]
     total_cost_usd: float
@@ -136,6 +139,7 @@ class RunResult(BaseModel):
             run_id=run.run_id, task=run.task, question=run.question, created_at=run.created_at, status=run.status,
             member_policy=run.member_policy.ref, adjudication_policy=run.adjudication_policy.ref, panel=run.panel,
             verdict=run.verdict, clusters=run.clusters, passages=run.passages, answers=run.answers, failures=run.failures, calls=run.calls,
+            revised_answers=run.revised_answers,
             total_cost_usd=run.total_cost_usd, recipe=run.recipe, reviews=run.reviews, escalations=run.escalations,
             tags=run.tags, decisions=run.decisions,
         )

@@ -3,6 +3,10 @@
     plan ──Send×N──> member ──> reconcile ──(contested?)──> adjudicate ──> decide ──> record
                                     └──────────(settled)──────────────────┘
 
+A recipe's optional stages slot in: ``review`` between the members and the vote, ``revise`` as a loop
+(reconcile -> revise -> reconcile while something is contested, until convergence or the policy's
+maximum), ``escalate`` between the vote and the adjudicator (see ``council.pipeline.stages``).
+
 ``plan`` qualifies the panels, reads the models' learned reliabilities, splits the sources into passages
 and opens the run in the store (nothing is written before the request is known to be servable); one
 ``member`` node per panel seat runs in parallel through ``Send``, outcomes merged by an ``operator.add``
@@ -40,10 +44,11 @@ from council.deliberation.claims import build_answer, build_failure
 from council.deliberation.embeddings import EmbeddingChoice, embed_for_clustering
 from council.deliberation.reconcile import Reconciliation, reconcile as reconcile_answers, verified_answers
 from council.deliberation.sources import Passage, Source, split_passages
-from council.deliberation.verdict import Verdict
+from council.deliberation.revision import is_contested, revision_stop
+from council.deliberation.verdict import Flip, Verdict
 from council.errors import ConfigError
 from council.store.db import Store
-from .stages import escalate, review, review_factors, review_notes, stage_panels, with_stage_outcomes
+from .stages import escalate, review, review_factors, review_notes, revise, stage_panels, with_stage_outcomes
 
 if TYPE_CHECKING:  # langgraph is imported when the graph is built, not at module import (start-up speed)
     from langgraph.runtime import Runtime
@@ -77,6 +82,8 @@ class RunPlan(BaseModel):
     """None when the recipe has no ``adjudicate`` stage."""
     review_policy: TaskPolicy | None = None
     """The reviewers' policy, when the recipe has a ``review`` stage."""
+    revision_policy: TaskPolicy | None = None
+    """The revisers' policy, when the recipe has a ``revise`` stage (its ``max_revision_rounds`` caps them)."""
     strong_panel: Panel | None = None
     """The cascade's strong tier, when the recipe has an ``escalate`` stage."""
     member_prompt: RenderedPrompt
@@ -94,6 +101,15 @@ class CouncilState(TypedDict, total=False):
     plan: RunPlan
     outcomes: Annotated[list[MemberOutcome], operator.add]
     reviews: list[Review]
+    round: int
+    """The answer round the latest vote counted: 1 for the first answers, 2... after revision rounds."""
+    round_changed: bool
+    """Some member revised something in the latest revision round."""
+    revision_stop: str | None
+    """Why revision rounds stop (set by the vote when no further round runs; None: another round runs)."""
+    flips: Annotated[list[Flip], operator.add]
+    revision_missing: Annotated[list[str], operator.add]
+    """One line per revision that failed (the member's previous answer stood)."""
     reconciliation: Reconciliation
     escalations: list[Escalation]
     adjudication: Adjudication
@@ -177,7 +193,7 @@ async def plan(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState
         adjudicator_panel = qualify(
             deps.catalog, adj_policy, RequestNeeds(prompt_tokens=min(adj_tokens, adj_policy.context_budget_tokens))
         )
-    review_policy, strong_panel = stage_panels(deps, req.question, member_panel)
+    review_policy, revision_policy, strong_panel = stage_panels(deps, req.question, member_panel)
     used = {e.name: e for p in (member_panel, adjudicator_panel, strong_panel) if p is not None
             for s in p.seats for e in s.chain}
     if deps.embedding.entry is not None:
@@ -207,7 +223,7 @@ async def plan(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState
         deps.budgets[req.run_id] = Budget(deps.budget_usd, parent=deps.shared_budget)
     return {"plan": RunPlan(
         member_panel=member_panel, adjudicator_panel=adjudicator_panel, review_policy=review_policy,
-        strong_panel=strong_panel, member_prompt=prompt,
+        revision_policy=revision_policy, strong_panel=strong_panel, member_prompt=prompt,
         sentence_prompt=sentence_prompt, completion_prompt=completion_prompt, passages=passages,
         reliability={m: r.value for m, r in learned.items() if m in used},
     )}
@@ -265,7 +281,8 @@ async def reconcile(state: CouncilState, runtime: Runtime[GraphDeps]) -> Council
     member_policy = plan_.member_panel.policy
     answers, failures = verified_answers(state.get("outcomes", []), plan_.passages)
     embed_attempt = 1
-    if req.resume and deps.embedding.kind == "litellm":
+    round_ = state.get("round", 1)
+    if (req.resume or round_ > 1) and deps.embedding.kind == "litellm":
         from council.store.resume import next_attempt
 
         embed_attempt = next_attempt(deps.store, req.run_id, "cluster", "embedder")
@@ -277,7 +294,11 @@ async def reconcile(state: CouncilState, runtime: Runtime[GraphDeps]) -> Council
                             reliability=plan_.reliability, policy=member_policy, sources_given=bool(plan_.passages),
                             claim_factors=factors)
     deps.store.add_reconciliation(req.run_id, rec.answers, rec.clusters)
-    return {"reconciliation": rec}
+    if plan_.revision_policy is None:
+        return {"reconciliation": rec}
+    stop = revision_stop(round_, plan_.revision_policy.max_revision_rounds, is_contested(rec.clusters, rec.label_vote),
+                         state.get("round_changed", True))
+    return {"reconciliation": rec, "revision_stop": stop}
 
 
 async def route(state: CouncilState) -> str:
@@ -288,9 +309,14 @@ async def route(state: CouncilState) -> str:
 async def route_escalate(state: CouncilState) -> str:
     """After the vote in a cascade: escalate contested clusters or an unsettled label, else go on."""
     rec = state["reconciliation"]
-    if any(k.status == "contested" for k in rec.clusters) or (rec.label_vote is not None and not rec.label_vote.settled):
+    if is_contested(rec.clusters, rec.label_vote):
         return "escalate"
     return await route(state)
+
+
+def another_round(state: CouncilState) -> bool:
+    """After a vote in a recipe with revision rounds: another round runs unless the vote said why they stop."""
+    return state.get("revision_stop") is None
 
 
 async def adjudicate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState:
@@ -322,7 +348,7 @@ async def decide(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilSta
         adjudication=state.get("adjudication"), reliability=plan_.reliability,
         quality={e.name: e.quality for e in deps.catalog}, tags=req.tags,
     )
-    verdict = with_stage_outcomes(verdict, state.get("reviews", []), state.get("escalations", []))
+    verdict = with_stage_outcomes(verdict, state.get("reviews", []), state.get("escalations", []), state)
     # Only the clusters' final statuses are new here: reconcile already stored the claims.
     deps.store.add_reconciliation(req.run_id, [], clusters)
     return {"verdict": verdict}
@@ -354,6 +380,8 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
     if "review" in recipe.stages:
         nodes.append(("review", review))
     nodes.append(("reconcile", reconcile))
+    if "revise" in recipe.stages:
+        nodes.append(("revise", revise))
     if "escalate" in recipe.stages:
         nodes.append(("escalate", escalate))
     if "adjudicate" in recipe.stages:
@@ -369,11 +397,21 @@ def build_graph(deps: GraphDeps):  # -> CompiledStateGraph (langgraph is importe
         g.add_edge("review", "reconcile")
     # Without an adjudicate stage, what the vote leaves contested is decided unresolved.
     onward = {"adjudicate": "adjudicate" if "adjudicate" in recipe.stages else "decide", "decide": "decide"}
+    after_vote: dict[str, str] = dict(onward)
+    first_route = route
     if "escalate" in recipe.stages:
-        g.add_conditional_edges("reconcile", route_escalate, {"escalate": "escalate", **onward})
+        after_vote["escalate"] = "escalate"
+        first_route = route_escalate
         g.add_conditional_edges("escalate", route, onward)
+    if "revise" in recipe.stages:
+        # reconcile -> revise -> reconcile ... while the vote says another round runs; then on as usual.
+        async def route_after_vote(state: CouncilState) -> str:
+            return "revise" if another_round(state) else await first_route(state)
+
+        g.add_conditional_edges("reconcile", route_after_vote, {"revise": "revise", **after_vote})
+        g.add_edge("revise", "reconcile")
     else:
-        g.add_conditional_edges("reconcile", route, onward)
+        g.add_conditional_edges("reconcile", first_route, after_vote)
     if "adjudicate" in recipe.stages:
         g.add_edge("adjudicate", "decide")
     g.add_edge("decide", "record")

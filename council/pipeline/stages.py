@@ -1,21 +1,23 @@
-"""The optional stages of a recipe as graph nodes: ``review`` (peer review) and ``escalate`` (the cascade),
-plus the routing between reconcile, escalate, adjudicate and decide, and what the stages add to the verdict.
+"""The optional stages of a recipe as graph nodes: ``review`` (peer review), ``revise`` (revision rounds) and
+``escalate`` (the cascade), plus what the stages add to the verdict.
 
 The nodes read their dependencies from LangGraph's runtime context (``runtime.context``, a ``GraphDeps``),
 like the nodes of ``council.pipeline.graph``; the deliberation itself is plain functions in
-``council.deliberation.review`` and ``council.deliberation.cascade``.
+``council.deliberation.review``, ``council.deliberation.revision`` and ``council.deliberation.cascade``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from council.calls.answers import MemberOutcome
 from council.config.policy import TaskPolicy
 from council.config.qualify import Panel, RequestNeeds, estimate_tokens, exclusion_reason, qualify
 from council.deliberation.cascade import Escalation, StrongAnswer, apply_escalation, ask_strong_tier, escalation_items
 from council.deliberation.reconcile import adjudication_need
 from council.deliberation.review import Review, borda, claim_factors, review_answers
+from council.deliberation.revision import RevisionOutcome, flips_between, revise_answer, revision_view
 from council.deliberation.verdict import Verdict
 from council.errors import ConfigError, QualificationError
 from council.ids import content_id
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
 
     from .graph import CouncilState, GraphDeps
 
-__all__ = ["escalate", "review", "review_factors", "review_notes", "stage_panels", "with_stage_outcomes"]
+__all__ = ["StagePolicies", "escalate", "review", "review_factors", "review_notes", "revise", "stage_panels",
+           "with_stage_outcomes"]
 
 
 def _deps(runtime: Runtime[GraphDeps]) -> GraphDeps:
@@ -41,18 +44,33 @@ def _policy(deps: GraphDeps, stage: str, name: str) -> TaskPolicy:
     return deps.config.policies[name]
 
 
-def stage_panels(deps: GraphDeps, question: str, member_panel: Panel) -> tuple[TaskPolicy | None, Panel | None]:
-    """The review policy and the cascade's strong panel the recipe needs; raise before anything is written
-    when the recipe cannot run with this catalog."""
+class StagePolicies(NamedTuple):
+    """The policies (and the cascade's strong panel) of a recipe's optional stages; None when absent."""
+
+    review: TaskPolicy | None
+    revision: TaskPolicy | None
+    strong: Panel | None
+
+
+def _need_two(recipe_name: str, stage: str, member_panel: Panel) -> None:
+    if len(member_panel.seats) < 2:
+        why = "; ".join(f"{n}: {r}" for n, r in member_panel.excluded.items()) or "no other model in the catalog"
+        raise QualificationError(
+            f"recipe {recipe_name!r} needs at least 2 members to {stage}, but only "
+            f"{len(member_panel.seats)} qualified for policy {member_panel.policy.name!r} (the rest: {why})")
+
+
+def stage_panels(deps: GraphDeps, question: str, member_panel: Panel) -> StagePolicies:
+    """The review and revision policies and the cascade's strong panel the recipe needs; raise before
+    anything is written when the recipe cannot run with this catalog."""
     recipe = deps.recipe
-    review_policy = strong = None
+    review_policy = revision_policy = strong = None
     if recipe.review is not None and "review" in recipe.stages:
         review_policy = _policy(deps, "review", recipe.review.policy)
-        if len(member_panel.seats) < 2:
-            why = "; ".join(f"{n}: {r}" for n, r in member_panel.excluded.items()) or "no other model in the catalog"
-            raise QualificationError(
-                f"recipe {recipe.name!r} needs at least 2 members to review each other, but only "
-                f"{len(member_panel.seats)} qualified for policy {member_panel.policy.name!r} (the rest: {why})")
+        _need_two(recipe.name, "review each other", member_panel)
+    if recipe.revision is not None and "revise" in recipe.stages:
+        revision_policy = _policy(deps, "revise", recipe.revision.policy)
+        _need_two(recipe.name, "revise against each other", member_panel)
     if recipe.cascade is not None and "escalate" in recipe.stages:
         policy = _policy(deps, "escalate", recipe.cascade.policy)
         cheap = {s.chain[0].name for s in member_panel.seats}  # the cheap panel's first choices
@@ -62,7 +80,7 @@ def stage_panels(deps: GraphDeps, question: str, member_panel: Panel) -> tuple[T
                                      f"{policy.name!r}): every model of the catalog sits on the cheap panel")
         strong = qualify(catalog, policy, RequestNeeds(prompt_tokens=min(
             estimate_tokens(question) + 400, policy.context_budget_tokens)))
-    return review_policy, strong
+    return StagePolicies(review_policy, revision_policy, strong)
 
 
 # --------------------------------------------------------------------------------------------- review
@@ -128,6 +146,52 @@ def review_notes(reviews: list[Review]) -> dict[str, str] | None:
     return {cid: "reviews: " + ", ".join(f"{n} {v}" for v, n in sorted(c.items())) for cid, c in counts.items()} or None
 
 
+# --------------------------------------------------------------------------------------------- revise
+
+async def revise(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState:
+    """One revision round: every member that answered sees the council's claims (anonymous, counted) and
+    revises or holds, in parallel; each new answer is stored before the next vote, linked to the one it
+    revises. A member whose revision call fails keeps its answer (the run says which revision is missing)."""
+    from council.store.deliberation import add_revision, stored_revision
+    from council.store.resume import next_attempt
+
+    deps = _deps(runtime)
+    req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
+    policy = plan_.revision_policy
+    assert policy is not None and deps.recipe.revision is not None
+    round_ = state.get("round", 1) + 1
+    notes = review_notes(state.get("reviews", []))
+    by_name = {e.name: e for e in deps.catalog}
+
+    async def one(a: Any) -> RevisionOutcome:
+        if req.resume:
+            kept = stored_revision(deps.store, req.run_id, a.member_label, round_)
+            if kept is not None:  # stored again: the earlier vote's clusters this resumed run rebuilt go
+                add_revision(deps.store, kept)
+                return RevisionOutcome(member_label=a.member_label, answer=kept, flips=flips_between(a, kept))
+        entry = by_name[a.model]
+        excluded = exclusion_reason(entry, policy, RequestNeeds())
+        if excluded is not None:
+            return RevisionOutcome(member_label=a.member_label, error_kind="not_qualified",
+                                   reason=f"{a.model} does not qualify for policy {policy.name!r}: {excluded}")
+        view = revision_view(req.run_id, round_, a, rec.answers, rec.clusters, rec.label_vote, notes)
+        out = await revise_answer(
+            run_id=req.run_id, task=req.task, question=req.question, round_=round_, member=a, model=entry,
+            view=view, policy=policy, template=deps.recipe.revision.template, sink=deps.store.add_call,
+            budget=deps.budget_of(req.run_id), first_attempt=next_attempt(deps.store, req.run_id, "revise", a.member_label),
+            on_send=deps.store.add_call_intent if deps.write_ahead else None, limiter=deps.limiter)
+        if out.answer is not None:
+            add_revision(deps.store, out.answer)
+        return out
+
+    outs = list(await asyncio.gather(*(one(a) for a in rec.answers)))
+    missing = [f"revision by member {o.member_label} in round {round_} missing: {o.error_kind}" for o in outs
+               if o.answer is None]
+    return {"outcomes": [MemberOutcome(member_label=o.member_label, answer=o.answer) for o in outs if o.answer],
+            "round": round_, "round_changed": any(o.changed for o in outs),
+            "flips": [f for o in outs for f in o.flips], "revision_missing": missing}
+
+
 # --------------------------------------------------------------------------------------------- cascade
 
 def _stored_strong_answers(escalations: list[Escalation]) -> list[StrongAnswer]:
@@ -184,9 +248,12 @@ async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilS
 
 # --------------------------------------------------------------------------------------------- verdict
 
-def with_stage_outcomes(verdict: Verdict, reviews: list[Review], escalations: list[Escalation]) -> Verdict:
-    """The verdict with what the review and escalate stages contributed, and their failures as degradation."""
-    reasons = list(verdict.degraded_reasons)
+def with_stage_outcomes(verdict: Verdict, reviews: list[Review], escalations: list[Escalation],
+                        state: CouncilState | None = None) -> Verdict:
+    """The verdict with what the review, revise and escalate stages contributed, and their failures as
+    degradation."""
+    state = state or {}
+    reasons = list(verdict.degraded_reasons) + list(state.get("revision_missing", []))
     for r in reviews:
         if r.status == "failed":
             reasons.append(f"review by member {r.reviewer_label} ({r.reviewer_model}) missing: {r.error_kind}")
@@ -198,6 +265,8 @@ def with_stage_outcomes(verdict: Verdict, reviews: list[Review], escalations: li
         "borda": borda([r for r in reviews if r.status == "ok"]),
         "escalated": [e.target for e in escalations],
         "settled_by_escalation": [e.target for e in escalations if e.status == "settled"],
+        "rounds": state.get("round", 1), "revision_stop": state.get("revision_stop"),
+        "flips": sorted(state.get("flips", []), key=lambda f: (f.round, f.member_label)),
         "degraded": verdict.degraded or len(reasons) > len(verdict.degraded_reasons),
         "degraded_reasons": reasons,
     })

@@ -238,8 +238,10 @@ def _load_window(store: Store, since: datetime | None, until: datetime | None) -
     with store.session() as s:
         runs = list(s.exec(_in_window(select(RunRow), since, until).order_by(col(RunRow.created_at))).all())
         calls = s.exec(joined(CallRow).order_by(col(CallRow.started_at), col(CallRow.call_id))).all()
-        answers = list(s.exec(joined(AnswerRow)).all())
-        claims = list(s.exec(joined(ClaimRow)).all())
+        # The answers in force: an answer a revision round replaced is not counted again.
+        answers = [a for a in s.exec(joined(AnswerRow)).all() if a.superseded_by is None]
+        in_force = {a.answer_id for a in answers}
+        claims = [c for c in s.exec(joined(ClaimRow)).all() if c.answer_id in in_force]
         clusters = s.exec(joined(ClusterRow)).all()
         verdicts = s.exec(joined(VerdictRow)).all()
         feedback = s.exec(joined(FeedbackRow)).all()

@@ -10,6 +10,7 @@
     verdict -supported_by | contradicted_by-> claim
     judgement -judges-> claim            (peer review: judgement -part_of-> review -reviews-> answer)
     escalation -escalates-> cluster      (cascade)
+    answer -revised_from-> answer        (revision rounds: back to the member's first answer)
 
 and returns a typed :class:`ClaimTrace`: the nodes found, the billing record of the call as a
 :class:`~council.records.CallRecord`, the cited passages with their quotes and verification, and the edges
@@ -94,6 +95,10 @@ class ClaimTrace(BaseModel):
     """Peer reviewers' judgements of the claim: reviewer label -> accurate / inaccurate / unverifiable."""
     escalation: str | None = None
     """Escalation node, when the claim's cluster was put to a cascade's strong tier."""
+    round: int = 1
+    """The answer round the claim was stated in (2, 3... in revision rounds)."""
+    revised_from: list[str] = Field(default_factory=list)
+    """Answer nodes the claim's answer revises, the latest first, back to the member's first answer."""
     edges: list[TraceEdge] = Field(default_factory=list)
     """Every edge walked, claim first."""
 
@@ -132,6 +137,8 @@ class ClaimTrace(BaseModel):
             lines.append(f"  judged       {verdict} by reviewer {reviewer}")
         if self.escalation:
             lines.append(f"  escalated    {self.escalation}")
+        for prev in self.revised_from:
+            lines.append(f"  revised_from {prev}")
         if self.verdict:
             lines.append(f"  verdict      {self.verdict} --{self.verdict_relation}--> this claim")
         return "\n".join(lines)
@@ -228,6 +235,12 @@ def trace_claim(graph: Any, claim_id: str) -> ClaimTrace:
             if rel == "escalates":
                 escalation = u
                 edges.append(TraceEdge(source=u, target=clusters[0], relation="escalates"))
+    history: list[str] = []
+    at = answer
+    while (prev := _out(g, at, "revised_from")) and prev[0] not in history:
+        edges.append(TraceEdge(source=at, target=prev[0], relation="revised_from"))
+        history.append(prev[0])
+        at = prev[0]
     node = g.nodes[claim]
     call_attrs = g.nodes[call]
     record = CallRecord.model_validate({k: v for k, v in call_attrs.items() if k in CallRecord.model_fields})
@@ -238,5 +251,5 @@ def trace_claim(graph: Any, claim_id: str) -> ClaimTrace:
         passages=passages, cluster=clusters[0] if clusters else None,
         cluster_status=str(g.nodes[clusters[0]].get("status")) if clusters else None,
         verdict=verdict, verdict_relation=relation, judgements=dict(sorted(judgements.items())),
-        escalation=escalation, edges=edges,
+        escalation=escalation, round=int(g.nodes[answer].get("round") or 1), revised_from=history, edges=edges,
     )

@@ -365,13 +365,13 @@ class Store:
         supervised = text(
             f"SELECT a.model, {agree_case.format(truth='f.label')} "
             f"FROM answers a JOIN {truth} f ON f.run_id = a.run_id JOIN runs r ON r.run_id = a.run_id "
-            "WHERE r.task = 'check' AND a.label IN ('SUPPORTED', 'REFUTED') "
+            "WHERE r.task = 'check' AND a.label IN ('SUPPORTED', 'REFUTED') AND a.superseded_by IS NULL "
             "AND f.label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
         )
         unsupervised = text(
             f"SELECT a.model, {agree_case.format(truth='r.verdict_label')} "
             f"FROM answers a JOIN runs r ON r.run_id = a.run_id LEFT JOIN {truth} f ON f.run_id = a.run_id "
-            "WHERE r.task = 'check' AND f.run_id IS NULL AND a.label IN ('SUPPORTED', 'REFUTED') "
+            "WHERE r.task = 'check' AND f.run_id IS NULL AND a.label IN ('SUPPORTED', 'REFUTED') AND a.superseded_by IS NULL "
             "AND r.verdict_label IN ('SUPPORTED', 'REFUTED') GROUP BY a.model"
         )
         # A question whose answer a reviewer REJECTED: the claims the council accepted count as wrong, and

@@ -1,6 +1,9 @@
-"""Store access for the deliberation stages: peer reviews with their claim judgements, and escalations.
+"""Store access for the deliberation stages: peer reviews with their claim judgements, revision rounds and
+escalations.
 
-Tables ``reviews``, ``review_judgements`` and ``escalations`` (migration 0004). Reviewers' reliabilities
+Tables ``reviews``, ``review_judgements`` and ``escalations`` (migration 0004); a revision round's answers
+are rows of ``answers`` with their round, ``revised_from`` and the answer that replaced them
+(``superseded_by``, migration 0009). Reviewers' reliabilities
 are learned like members': agreement of their judgements with what the council finally accepted
 (``accurate``) or rejected (``inaccurate``), smoothed toward the prior.
 """
@@ -10,17 +13,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from council.calls.answers import MemberAnswer
 from council.deliberation.cascade import Escalation
 from council.deliberation.review import ClaimJudgement, Review
 from council.deliberation.vote import Reliability
 from council.errors import StoreError
 
-from .tables import EscalationRow, JudgementRow, ReviewRow
+from .mapping import answer_from_row, answer_values, claim_from_row, claim_values
+from .tables import AnswerRow, ClaimRow, ClusterRow, EscalationRow, JudgementRow, ReviewRow
 
-__all__ = ["add_escalations", "add_review", "load_escalations", "load_reviews", "reviewer_reliabilities"]
+__all__ = ["add_escalations", "add_review", "add_revision", "load_escalations", "load_reviews", "reviewer_reliabilities",
+           "stored_revision"]
 
 
 def add_review(store: Any, review: Review) -> None:
@@ -86,3 +92,29 @@ def load_escalations(store: Any, run_id: str) -> list[Escalation]:
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read {store.safe_url}: {type(exc).__name__}") from exc
     return sorted((Escalation.model_validate_json(b) for (b,) in rows), key=lambda e: e.item)
+
+
+def add_revision(store: Any, answer: MemberAnswer) -> None:
+    """Store a revision round's answer and retire the one it revises, in one transaction: the old answer is
+    ``superseded_by`` the new one, its claims leave their clusters, and the run's clusters (of the earlier
+    round's vote) are dropped: the next vote stores its own."""
+    assert answer.revised_from is not None
+    a, c, k = AnswerRow.__table__, ClaimRow.__table__, ClusterRow.__table__  # type: ignore[attr-defined]
+    with store.begin() as conn:
+        store._upsert(conn, [(AnswerRow, answer_values(answer))]
+                      + [(ClaimRow, claim_values(x, i)) for i, x in enumerate(answer.claims)])
+        conn.execute(update(a).where(a.c.answer_id == answer.revised_from).values(superseded_by=answer.answer_id))
+        conn.execute(update(c).where(c.c.answer_id == answer.revised_from).values(cluster_id=None))
+        conn.execute(delete(k).where(k.c.run_id == answer.run_id))
+
+
+def stored_revision(store: Any, run_id: str, member_label: str, round_: int) -> MemberAnswer | None:
+    """The member's stored answer of revision round ``round_`` (a resumed run does not ask for it again)."""
+    a, c = AnswerRow.__table__, ClaimRow.__table__  # type: ignore[attr-defined]
+    with store.connect() as conn:
+        row = conn.execute(select(a).where(a.c.run_id == run_id, a.c.member_label == member_label,
+                                           a.c.round == round_)).first()
+        if row is None:
+            return None
+        claims = conn.execute(select(c).where(c.c.answer_id == row.answer_id).order_by(c.c.position)).all()
+    return answer_from_row(row, [claim_from_row(x) for x in claims])

@@ -75,6 +75,9 @@ class StoredRun(BaseModel):
     models: list[ModelEntry]
     calls: list[CallRecord]
     answers: list[MemberAnswer]
+    """The members' answers in force: for a recipe with revision rounds, each member's latest."""
+    revised_answers: list[MemberAnswer] = []
+    """Answers a later revision round replaced (``revised_from`` of their successor), oldest round first."""
     failures: list[MemberFailure]
     verdict: Verdict | None
     total_cost_usd: float
@@ -157,7 +160,9 @@ def load_run(store: Store, run_id: str) -> StoredRun:
         panel=json.loads(run.panel_json),
         models=[ModelEntry.model_validate_json(m.body_json) for m in models],
         calls=[call_from_row(c) for c in calls],
-        answers=[answer_from_row(a, by_answer.get(a.answer_id, [])) for a in answers],
+        answers=[answer_from_row(a, by_answer.get(a.answer_id, [])) for a in answers if a.superseded_by is None],
+        revised_answers=sorted((answer_from_row(a, by_answer.get(a.answer_id, [])) for a in answers
+                                if a.superseded_by is not None), key=lambda a: (a.round, a.member_label)),
         failures=[failure_from_row(f) for f in failures],
         verdict=Verdict.model_validate_json(verdict.body_json) if verdict else None,
         total_cost_usd=run.total_cost_usd,

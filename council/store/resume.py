@@ -46,10 +46,12 @@ def next_attempt(store: Any, run_id: str, node: str, member_label: str) -> int:
 
 
 def stored_outcome(store: Any, run_id: str, member_label: str) -> MemberOutcome | None:
-    """The member's stored answer, or its stored failure unless that was for lack of budget; else None."""
+    """The member's stored first answer, or its stored failure unless that was for lack of budget; else None.
+    (Answers of revision rounds are kept too: the revise stage finds them with ``stored_revision``.)"""
     a, c, f = AnswerRow.__table__, ClaimRow.__table__, FailureRow.__table__
     with store.connect() as conn:
-        ans = conn.execute(select(a).where(a.c.run_id == run_id, a.c.member_label == member_label)).first()
+        ans = conn.execute(select(a).where(a.c.run_id == run_id, a.c.member_label == member_label,
+                                           a.c.round == 1)).first()
         if ans is not None:
             claims = conn.execute(select(c).where(c.c.answer_id == ans.answer_id).order_by(c.c.position)).all()
             answer = answer_from_row(ans, [claim_from_row(x) for x in claims])

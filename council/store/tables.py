@@ -67,9 +67,12 @@ class CallRow(CallRecordFields, table=True):
 
 
 class AnswerRow(AnswerFields, table=True):
-    """A member's answer without its claims (``MemberAnswer``'s fields; ``confidence`` added by 0002)."""
+    """A member's answer without its claims (``MemberAnswer``'s fields; ``confidence`` added by 0002; the
+    revision fields and ``superseded_by`` by 0009)."""
 
     __tablename__ = "answers"
+    superseded_by: str | None = None
+    """The answer of a later revision round that replaced this one (None: the member's answer in force)."""
 
 
 class ClaimRow(ClaimFields, table=True):
@@ -448,6 +451,14 @@ def _m0008_evals(conn: Any) -> None:
     _create(conn, EvalRow, EvalOutcomeRow)
 
 
+def _m0009_revision_rounds(conn: Any) -> None:
+    _add_column(conn, "answers", "round", "INTEGER NOT NULL DEFAULT 1")
+    _add_column(conn, "answers", "revised_from", "VARCHAR")
+    _add_column(conn, "answers", "revision", "VARCHAR")
+    _add_column(conn, "answers", "revision_reason", "VARCHAR")
+    _add_column(conn, "answers", "superseded_by", "VARCHAR")
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -458,4 +469,5 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0006_call_queued_time", _m0006_call_queued_time),
     ("0007_budget_ledgers", _m0007_budget_ledgers),
     ("0008_evals", _m0008_evals),
+    ("0009_revision_rounds", _m0009_revision_rounds),
 ]
