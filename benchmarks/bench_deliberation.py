@@ -1,4 +1,4 @@
-"""Deliberation recipes on a simulated panel of known accuracies and prices: cascade, peer review.
+"""Deliberation recipes on a simulated panel of known accuracies and prices: cascade, peer review, revision.
 
 Every arm runs real councils (the real graph, store and litellm path) against the scripted server, on the
 same fact checks (labelled true/false statements), in one run with fixed seeds:
@@ -9,12 +9,18 @@ same fact checks (labelled true/false statements), in one run with fixed seeds:
             label goes to one strong model (the strong tier);
   cheap3    recipe ``council`` with three cheap models (0.82, 0.80, 0.78) and no adjudicator;
   review3   recipe ``review`` on the same three cheap models: each reviews the other two (reviewers judge a
-            claim correctly with probability 0.85), then the vote, no adjudicator.
+            claim correctly with probability 0.85), then the vote, no adjudicator;
+  revise3   recipe ``revise`` on the same three cheap models, no adjudicator: while the vote leaves the
+            label unsettled, each member sees the label counts and revises or holds. A member in the
+            minority follows the majority with probability 0.6 when it is wrong and 0.2 when it is right
+            (models give up wrong answers more readily than right ones, but they do herd); a member in the
+            majority holds. Rounds stop at convergence or at the policy's 2.
 
 Reported: accuracy, cost per correct verdict, strong-tier share of claims, ECE (10 bins) of the verdict's
 confidence, and, for review, the review prompt tokens saved by removing the reviewer's own answer before
-the call (its own response block, counted with the same chars/4 estimate the server uses). Revision rounds
-are not built in this version, so they have no arm.
+the call (its own response block, counted with the same chars/4 estimate the server uses); for revision,
+accuracy against one round (cheap3) and the plain majority, label flips right -> wrong and wrong -> right,
+and the revision calls made against fixed rounds (every claim, every member, 2 rounds, as debate does).
 
     python benchmarks/bench_deliberation.py [--claims 600] [--concurrency 16] [--seed 13]
 """
@@ -35,6 +41,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 STRONG = {"s1": 0.92, "s2": 0.92, "s3": 0.92}
 CHEAP = {"c1": 0.82, "c2": 0.80, "c3": 0.78}
 REVIEW_ACCURACY = 0.85
+FOLLOW_WHEN_WRONG, FOLLOW_WHEN_RIGHT = 0.6, 0.2
+MAX_ROUNDS = 2
 PRICES = {**{m: (5.0, 15.0) for m in STRONG}, **{m: (0.15, 0.60) for m in CHEAP}}
 
 
@@ -84,7 +92,29 @@ def build_script(n: int, seed: int) -> tuple[dict, list[bool], dict[str, list[bo
         models["s1"]["answers"].insert(0, {"match": f"Claim being checked: {_q(i)}", "content": {
             "rulings": [{"item": "E1", "decision": "true" if says else "false"}],
             "label": "SUPPORTED" if says else "REFUTED"}})
+        _script_revisions(models, rng, i, {m: (t if right[m][i] else not t) for m in CHEAP}, t)
     return {"seed": seed, "models": models}, truth, right
+
+
+def _script_revisions(models: dict, rng: random.Random, i: int, says: dict[str, bool], truth: bool) -> None:
+    """Each cheap member's reply in revision rounds 2..MAX_ROUNDS+1 of statement ``i``, simulated ahead: a
+    minority member follows the majority with FOLLOW_WHEN_WRONG / FOLLOW_WHEN_RIGHT, the others hold."""
+    for r in range(2, MAX_ROUNDS + 2):
+        votes = list(says.values())
+        majority = sum(votes) * 2 > len(votes)
+        nxt = dict(says)
+        for m, v in says.items():
+            follow = v != majority and rng.random() < (FOLLOW_WHEN_WRONG if v != truth else FOLLOW_WHEN_RIGHT)
+            if follow:
+                text = f"{_q(i)} is true." if majority else f"{_q(i)} is not true."
+                reply = {"decision": "revise", "reason": "simulated: follows the majority", "answer": text,
+                         "label": "SUPPORTED" if majority else "REFUTED", "confidence": 0.7,
+                         "claims": [{"text": text, "confidence": 0.7}]}
+                nxt[m] = majority
+            else:
+                reply = {"decision": "hold", "reason": "simulated"}
+            models[m]["answers"].insert(0, {"match": f"{_q(i)} is true.\nRevision round {r}.", "content": reply})
+        says = nxt
 
 
 def config(base_url: str, arm: str) -> dict:
@@ -104,6 +134,7 @@ def config(base_url: str, arm: str) -> dict:
     else:
         pol["fact_check"] = {"allowed_models": list(CHEAP), "panel_size": 3, "quorum": 2, **common}
         pol["peer_review"] = {"allowed_models": list(CHEAP), **common}
+        pol["revision"] = {"allowed_models": list(CHEAP), "max_revision_rounds": MAX_ROUNDS, **common}
     return {"embedding": "lexical", "models": models, "policies": pol}
 
 
@@ -122,6 +153,13 @@ def write_recipe(tmp: Path, name: str, base: str, stages: list[str]) -> str:
     path = tmp / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return str(path)
+
+
+def _count(items) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
 
 
 def ece(pairs: list[tuple[float, bool]], bins: int = 10) -> float:
@@ -181,10 +219,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, ScriptedServer(script) as srv:
         arms = [("strong3", "council"), ("cascade", "cascade"),
                 ("cheap3", write_recipe(Path(tmp), "cheap_vote", "council", ["answer", "decide", "record"])),
-                ("review3", write_recipe(Path(tmp), "review_vote", "review", ["answer", "review", "decide", "record"]))]
+                ("review3", write_recipe(Path(tmp), "review_vote", "review", ["answer", "review", "decide", "record"])),
+                ("revise3", write_recipe(Path(tmp), "revise_vote", "revise", ["answer", "revise", "decide", "record"]))]
         for arm, recipe in arms:
             if arm == "review3":  # the shipped review recipe's review table (policy, template) with no adjudicator
                 text = Path(recipe).read_text(encoding="utf-8") + '[recipe.review]\npolicy = "peer_review"\n'
+                Path(recipe).write_text(text, encoding="utf-8")
+            if arm == "revise3":  # the shipped revise recipe's revision table with no adjudicator
+                text = Path(recipe).read_text(encoding="utf-8") + '[recipe.revision]\npolicy = "revision"\n'
                 Path(recipe).write_text(text, encoding="utf-8")
             council = Council(config(srv.base_url, arm), db=f"sqlite:///{Path(tmp) / (arm + '.db')}", recipe=recipe)
             res = run_sync(run_arm(council, n, args.concurrency))
@@ -194,10 +236,16 @@ def main() -> int:
             escalated = sum(1 for r in res if r.escalations)
             review_tokens = sum(c.prompt_tokens for r in res for c in r.calls if c.node == "review")
             saved = sum(own_block_tokens(r) for r in res)
+            flips = [(f, gold[i]) for i, r in enumerate(res) for f in r.verdict.flips if f.kind == "label"]
             rows.append({"arm": arm, "acc": sum(ok) / n, "cost": cost, "cpc": cost / max(1, sum(ok)),
                          "strong": strong_calls, "escalated": escalated / n,
                          "ece": ece([(r.verdict.confidence, k) for r, k in zip(res, ok)]),
-                         "review_tokens": review_tokens, "saved": saved})
+                         "review_tokens": review_tokens, "saved": saved,
+                         "revise_calls": sum(1 for r in res for c in r.calls if c.node == "revise"),
+                         "revised_claims": sum(1 for r in res if r.verdict.rounds > 1),
+                         "right_to_wrong": sum(1 for f, g in flips if f.before == g and f.after != g),
+                         "wrong_to_right": sum(1 for f, g in flips if f.before != g and f.after == g),
+                         "stops": _count(r.verdict.revision_stop.split(":")[0] for r in res if r.verdict.revision_stop)})
     elapsed = time.perf_counter() - t0
     majority = sum((sum(right[m][i] for m in CHEAP) >= 2) for i in range(n)) / n
     t = Table("arm", "claims", "accuracy", "cost USD", "cost per correct", "strong calls", "escalated", "ECE",
@@ -219,7 +267,19 @@ def main() -> int:
               f"(plain majority of the cheap three {majority:.3f}), ECE {rv['ece']:.3f} vs {by['cheap3']['ece']:.3f}; "
               f"review prompt tokens {rv['review_tokens']}, {rv['saved']} more had each reviewer's own answer been "
               f"sent ({share:.0%} of review input saved)")
-    con.print(f"revision rounds: not built in this version (no arm) · {len(rows) * n} councils in {elapsed:.1f} s")
+    rs = by["revise3"]
+    fixed = n * len(CHEAP) * MAX_ROUNDS
+    con.print(f"revise3 vs cheap3 (same first answers): accuracy {rs['acc']:.3f} vs {by['cheap3']['acc']:.3f} one round "
+              f"(plain majority {majority:.3f}; goal: not lower: {'PASS' if rs['acc'] >= by['cheap3']['acc'] else 'MISS'}), "
+              f"ECE {rs['ece']:.3f}; {rs['revised_claims']} of {n} claims went to revision; label flips right -> wrong "
+              f"{rs['right_to_wrong']}, wrong -> right {rs['wrong_to_right']} (right -> wrong rate "
+              f"{rs['right_to_wrong'] / n:.1%} of claims); revision calls {rs['revise_calls']} vs {fixed} for fixed "
+              f"rounds (every claim, every member, {MAX_ROUNDS} rounds): {1 - rs['revise_calls'] / fixed:.0%} saved "
+              f"(goal >= 50%: {'PASS' if rs['revise_calls'] <= fixed / 2 else 'MISS'}); "
+              f"vs {MAX_ROUNDS} rounds on every contested claim ({rs['revised_claims'] * len(CHEAP) * MAX_ROUNDS} calls): "
+              f"{1 - rs['revise_calls'] / max(1, rs['revised_claims'] * len(CHEAP) * MAX_ROUNDS):.0%} saved by stopping "
+              f"at convergence; stops: {dict(sorted(rs['stops'].items()))}")
+    con.print(f"{len(rows) * n} councils in {elapsed:.1f} s")
     return 0
 
 

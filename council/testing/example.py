@@ -135,6 +135,27 @@ def _cirrus() -> list[dict[str, Any]]:
     return [*right.values(), repair]
 
 
+def _revisions(name: str) -> list[dict[str, Any]]:
+    """Replies in revision rounds (recipe ``revise``): cirrus gives up its Great Wall and Everest dissents in
+    round 2 (two members and the cited passage say otherwise); every other reply is ``hold``."""
+    hold = {"match": "Revision round", "content": {"decision": "hold", "reason": "The other claims do not change it."}}
+    if name != "cirrus":
+        return [hold]
+    wall = "The Great Wall is not visible to the naked eye from low Earth orbit."
+    everest = "Mount Everest is the highest mountain above sea level."
+    return [
+        {"match": f"{GREAT_WALL}\nRevision round 2.", "content": {
+            "decision": "revise", "reason": "Most members, and the passage they quote, say it cannot be seen.",
+            "answer": "No, it is not visible to the naked eye from low Earth orbit.", "confidence": 0.7,
+            "claims": [_claim(wall, 0.7, "S2", "the wall cannot be seen with the naked eye")]}},
+        {"match": f"{EVEREST}\nRevision round 2.", "content": {
+            "decision": "revise", "reason": "I named no higher peak; the others are right.",
+            "answer": "Supported: Everest is the highest mountain above sea level.", "label": "SUPPORTED",
+            "confidence": 0.7, "claims": [_claim(everest, 0.7)]}},
+        hold,
+    ]
+
+
 def _ruling(answer: str, supported: list[str], contradicted: list[str], rulings: list[dict[str, str]],
             label: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"answer": answer, "confidence": 0.85, "supported": supported,
@@ -177,15 +198,15 @@ def demo_script(seed: int = 7) -> dict[str, Any]:
     return {
         "seed": seed,
         "models": {
-            "atlas": {"latency": 0.30, "answers": _majority("atlas", 0.9),
+            "atlas": {"latency": 0.30, "answers": [*_revisions("atlas"), *_majority("atlas", 0.9)],
                       "faults": [{"kind": "429", "rate": 0.15}]},
-            "borealis": {"latency": 0.15, "timeout_sleep": 6.0, "answers": _majority("borealis", 0.85),
+            "borealis": {"latency": 0.15, "timeout_sleep": 6.0, "answers": [*_revisions("borealis"), *_majority("borealis", 0.85)],
                          "faults": [{"kind": "500", "rate": 1.0, "match": "Middlemarch"},
                                     {"kind": "timeout", "attempts": [1], "match": "Pluto"}]},
-            "cirrus": {"latency": 0.08, "answers": _cirrus(),
+            "cirrus": {"latency": 0.08, "answers": [*_revisions("cirrus"), *_cirrus()],
                        "faults": [{"kind": "503", "rate": 1.0, "match": "Australia"},
                                   {"kind": "malformed_json", "attempts": [1], "match": "Pluto"}]},
-            "dune": {"latency": 0.22, "answers": _majority("dune", 0.75),
+            "dune": {"latency": 0.22, "answers": [*_revisions("dune"), *_majority("dune", 0.75)],
                      "faults": [{"kind": "503", "rate": 1.0, "match": "Australia"}]},
             "judge": {"latency": 0.25, "answers": _judge()},
         },
