@@ -3,13 +3,13 @@ that need them, so ``council --help`` and ``council runs`` start fast."""
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+
+from council.errors import one_line_errors
 
 app = typer.Typer(
     name="council",
@@ -19,7 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Config TOML file (default: $COUNCIL_CONFIG).", show_default=False)
@@ -38,23 +37,8 @@ SourceOpt = Annotated[
 ]
 
 
-def _errors(fn: F) -> F:
-    """Turn council's own errors into one line on stderr and exit code 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from council.errors import CouncilError
-
-        try:
-            return fn(*args, **kwargs)
-        except CouncilError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.echo("error: interrupted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
+_errors = one_line_errors()
+"""Turn council's own errors into one line on stderr and exit code 1, never a traceback."""
 
 
 def _store(db: str | None, config: Path | None = None) -> Any:

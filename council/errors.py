@@ -23,7 +23,11 @@ status and request id.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 __all__ = [
+    "one_line_errors",
     "BudgetExceeded",
     "CallTimeout",
     "ConfigError",
@@ -123,3 +127,29 @@ class InvalidAnswer(ModelCallError):
     """The model answered, but its text is not valid structured output for the schema."""
 
     kind = "invalid_answer"
+
+
+def one_line_errors(interrupted: str = "error: interrupted", eof_interrupts: bool = False) -> Callable[[Any], Any]:
+    """A decorator for a command: council's own errors become one line on stderr and exit code 1, never a
+    traceback; Ctrl-C (and end of input, with ``eof_interrupts``) prints ``interrupted`` and exits 130."""
+    import functools
+
+    stops: tuple[type[BaseException], ...] = (KeyboardInterrupt, EOFError) if eof_interrupts else (KeyboardInterrupt,)
+
+    def decorate(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            import typer
+
+            try:
+                return fn(*args, **kwargs)
+            except CouncilError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            except stops:
+                typer.echo(interrupted, err=True)
+                raise typer.Exit(130) from None
+
+        return wrapper
+
+    return decorate

@@ -334,14 +334,14 @@ def test_models_lists_catalog_with_prices_capabilities_and_policies(cli: Cli) ->
     assert g[5:8] == ["0.15", "0.6", "128000"]
     qualifies = {name: row[8] for name, row in rows.items()}
     # The recipes' stage policies (graphs/policies.toml, not overridden by this config) are listed too.
-    stages = "escalation, fact_check_cheap, peer_review, research_cheap"
+    stages = "escalation, fact_check_cheap, peer_review, research_cheap, revision"
     assert qualifies == {
         "m-a": stages,  # for research and fact_check: no vision; output price 2 > 1.5; quality 80 < 85
-        "m-b": "escalation, fact_check, fact_check_cheap, peer_review, research_cheap",
-        "m-c": "escalation, fact_check, fact_check_cheap, peer_review, research_cheap",
-        "m-spare": "escalation, fact_check, fact_check_cheap, peer_review, research_cheap",
-        "judge": "adjudication, escalation, peer_review",  # above the cheap tier's price ceilings
-        "gpt4o-mini": "escalation, fact_check, fact_check_cheap, peer_review, research, research_cheap",
+        "m-b": "escalation, fact_check, fact_check_cheap, peer_review, research_cheap, revision",
+        "m-c": "escalation, fact_check, fact_check_cheap, peer_review, research_cheap, revision",
+        "m-spare": "escalation, fact_check, fact_check_cheap, peer_review, research_cheap, revision",
+        "judge": "adjudication, escalation, peer_review, revision",  # above the cheap tier's price ceilings
+        "gpt4o-mini": "escalation, fact_check, fact_check_cheap, peer_review, research, research_cheap, revision",
     }
 
 

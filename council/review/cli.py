@@ -12,13 +12,13 @@ Only typer is imported here; the store is imported when a command runs. Errors p
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+
+from council.errors import one_line_errors
 
 __all__ = ["app"]
 
@@ -29,7 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 DbOpt = Annotated[str | None, typer.Option(
     "--db", help="Database URL or SQLite path (default: $COUNCIL_DB, else the user data dir).", show_default=False)]
@@ -49,23 +48,7 @@ AllOpt = Annotated[bool, typer.Option("--all", help="Include runs that already h
 LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many runs.", show_default=False)]
 
 
-def _errors(fn: F) -> F:
-    """Council's own errors: one line on stderr and exit code 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from council.errors import CouncilError
-
-        try:
-            return fn(*args, **kwargs)
-        except CouncilError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-        except (KeyboardInterrupt, EOFError):
-            typer.echo("\nerror: interrupted (decisions already recorded are kept)", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
+_errors = one_line_errors("\nerror: interrupted (decisions already recorded are kept)", eof_interrupts=True)
 
 
 def _desk(db: str | None, config: Path | None) -> Any:
