@@ -179,11 +179,11 @@ def print_run(con: Any, result: Any, before_total: Callable[[], None] | None = N
     calls = []
     for r in result.calls:
         status = r.status + (f" ({r.error_kind})" if r.error_kind else "")
-        calls.append([r.member_label, str(r.attempt),
+        calls.append([r.member_label, r.node, str(r.attempt),
                       r.model + ("" if r.model == r.model_requested else f" (for {r.model_requested})"), status,
                       f"{r.prompt_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}", r.cost_source, f"{r.latency_s:.2f}",
                       f"{r.queued_s:.2f}"])
-    print_table(con, [Col("member"), Col("try", "num"), Col("model"), Col("status"), Col("tokens in/out", "num"),
+    print_table(con, [Col("member"), Col("node"), Col("try", "num"), Col("model"), Col("status"), Col("tokens in/out", "num"),
                       Col("cost USD", "num"), Col("cost source"), Col("latency s", "num"), Col("queued s", "num")],
                 calls, title="calls")
     if before_total is not None:

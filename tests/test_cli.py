@@ -181,12 +181,12 @@ def test_ask_prints_verdict_claims_calls_and_run_id(cli: Cli) -> None:
     assert _row(out, "K2") == ["K2", "uncorroborated", "vote", "0.68", "A", "The wall is only about 6 m wide."]
     assert _row(out, "K3") == ["K3", "unresolved", "none", "0.29", "C",
                                "The Great Wall is visible to the naked eye from low Earth orbit."]
-    # every call: member, try, model, status, tokens, cost, cost source
-    assert _row(out, "A")[1:7] == ["1", "m-a", "ok", "1000/200", "0.001400", "catalog"]
-    assert _row(out, "B")[1:7] == ["1", "m-b", "ok", "1000/200", "0.000700", "catalog"]
-    assert _row(out, "C")[1:7] == ["1", "m-c", "ok", "1000/200", "0.000140", "catalog"]
-    assert _row(out, "adjudicator")[1:7] == ["1", "judge", "ok", "1000/200", "0.004200", "catalog"]
-    assert float(_row(out, "A")[7]) >= 0.0
+    # every call: member, node, try, model, status, tokens, cost, cost source
+    assert _row(out, "A")[1:8] == ["member", "1", "m-a", "ok", "1000/200", "0.001400", "catalog"]
+    assert _row(out, "B")[1:8] == ["member", "1", "m-b", "ok", "1000/200", "0.000700", "catalog"]
+    assert _row(out, "C")[1:8] == ["member", "1", "m-c", "ok", "1000/200", "0.000140", "catalog"]
+    assert _row(out, "adjudicator")[1:8] == ["adjudicate", "1", "judge", "ok", "1000/200", "0.004200", "catalog"]
+    assert float(_row(out, "A")[8]) >= 0.0
     assert cli.run_id is not None
     assert f"run {cli.run_id} · total cost $0.006440 · 4 calls" in out
 
@@ -269,7 +269,7 @@ def test_show_of_a_degraded_run_says_so(cli: Cli) -> None:
     assert "2 claim clusters: 2 settled by vote, 0 by the adjudicator, 0 unresolved" in p.out
     assert _row(p.out, "K1")[1:5] == ["accepted", "vote", "0.83", "A,B"]
     assert _row(p.out, "K2")[1:5] == ["uncorroborated", "vote", "0.68", "A"]
-    assert _row(p.out, "C")[1:7] == ["1", "m-c", "failed (server_error)", "0/0", "0.000000", "none"]
+    assert _row(p.out, "C")[1:8] == ["member", "1", "m-c", "failed (server_error)", "0/0", "0.000000", "none"]
     with pytest.raises(AssertionError, match="no row 'adjudicator'"):
         _row(p.out, "adjudicator")
     assert f"run {cli.json_run_id} · total cost $0.002100 · 3 calls" in p.out
