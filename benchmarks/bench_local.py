@@ -233,6 +233,36 @@ def ask_timing(question: str, repeats: int = 3) -> tuple[list[tuple[str, float]]
     return out, dict(statuses)
 
 
+async def ask_questions(path: Path, limit: int, url: str) -> dict[str, Any]:
+    """``Council().aask`` on the first ``limit`` open questions of ``path`` (short_answers.jsonl): how often
+    the adjudicator's ruling was valid (its calls by status: ``ok`` parsed against the schema, ``invalid``
+    did not), how the runs were decided, and how often the final answer names the expected answer."""
+    from council import Council
+    from council.config.local import runtime
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    council = Council(db=url)
+    await asyncio.to_thread(runtime().ensure, council.catalog)
+    statuses: Counter[str] = Counter()
+    decided: Counter[str] = Counter()
+    named = 0
+    secs = []
+    for i, row in enumerate(rows, 1):
+        t = time.perf_counter()
+        result = await council.aask(row["question"])
+        secs.append(time.perf_counter() - t)
+        statuses.update(c.status for c in result.calls if c.node == "adjudicate")
+        v = result.verdict
+        decided[v.decided_by if v else "none"] += 1
+        text = (v.answer if v else "") or ""
+        hit = any(a.lower() in text.lower() for a in [row["answer"], *row.get("aliases", [])])
+        named += hit
+        print(f"[{i:2d}/{len(rows)}] {secs[-1]:5.1f}s {'ok ' if hit else '-- '}{row['question']} -> {text[:80]!r}",
+              file=sys.stderr, flush=True)
+    return {"n": len(rows), "statuses": dict(statuses), "decided": dict(decided), "named": named,
+            "mean_s": statistics.mean(secs) if secs else 0.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="only the first N claims (balanced: true/false alternate)")
@@ -244,6 +274,9 @@ def main() -> None:
     ap.add_argument("--ask-timing", action="store_true", help="also time `council ask` in new processes, the "
                     "first on a fresh cache")
     ap.add_argument("--ask-only", action="store_true", help="only the `council ask` timing, no claims")
+    ap.add_argument("--ask-questions", type=int, default=0, metavar="N",
+                    help="also ask the first N open questions of benchmarks/data/short_answers.jsonl in this "
+                         "process: adjudicator rulings by status, and how often the answer names the expected one")
     args = ap.parse_args()
     os.environ["COUNCIL_LOCAL_PANEL"] = args.panel
     from council.config.local import local_available
@@ -258,6 +291,13 @@ def main() -> None:
     if not args.ask_only:
         res = asyncio.run(run(claims, url, args.out, args.concurrency))
         report(res)
+    if args.ask_questions:
+        q = asyncio.run(ask_questions(DATA.with_name("short_answers.jsonl"), args.ask_questions, url))
+        ok = q["statuses"].get("ok", 0)
+        total = sum(q["statuses"].values())
+        print(f"open questions ({args.panel} panel): {q['n']} asked, {q['mean_s']:.1f} s each (mean); answer names "
+              f"the expected one: {q['named']}/{q['n']}; decided by: {q['decided']}; adjudicator calls by status: "
+              f"{q['statuses']} (valid rulings {ok}/{total})")
     if args.ask_timing or args.ask_only:
         from council.config.local import runtime
 

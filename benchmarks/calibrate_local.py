@@ -148,7 +148,8 @@ def combinations(calibrated: list[list[float]]) -> dict[str, list[float]]:
     return {
         "sum of calibrated log-odds": [sig(sum(logit(m[i]) for m in calibrated)) for i in range(n)],
         "mean of calibrated log-odds": [sig(sum(logit(m[i]) for m in calibrated) / k) for i in range(n)],
-        "majority of calibrated labels": [float(sum(m[i] >= 0.5 for m in calibrated) * 2 > k) for i in range(n)],
+        **({"majority of calibrated labels": [float(sum(m[i] >= 0.5 for m in calibrated) * 2 > k)
+                                              for i in range(n)]} if k % 2 else {}),
         ENGINE_VOTE: [engine_vote([m[i] for m in calibrated]) for i in range(n)],
     }
 
@@ -200,7 +201,9 @@ def choose(fit: list[dict[str, str]], cached: dict[tuple[str, str], float], fit_
 
 
 def report(fit: list[dict[str, str]], test: list[dict[str, str]], cached: dict[tuple[str, str], float],
-           fit_name: str, test_name: str, templates: list[str]) -> None:
+           fit_name: str, test_name: str, templates: list[str], extra: tuple[str, ...] | list[str] = ()) -> None:
+    """Each wording of the panel (and of ``extra``) alone, raw and calibrated; then the panel's wordings
+    combined."""
     from rich.console import Console
     from rich.table import Table
     from sklearn.linear_model import LogisticRegression
@@ -209,8 +212,8 @@ def report(fit: list[dict[str, str]], test: list[dict[str, str]], cached: dict[t
     from council.config.calibration import fit_isotonic, fit_platt, logit
 
     con = Console(width=170)
-    fit = [c for c in fit if all((c["claim"], t) in cached for t in templates)]
-    test = [c for c in test if all((c["claim"], t) in cached for t in templates)]
+    fit = [c for c in fit if all((c["claim"], t) in cached for t in [*templates, *extra])]
+    test = [c for c in test if all((c["claim"], t) in cached for t in [*templates, *extra])]
     yf = [c["label"] == "SUPPORTED" for c in fit]
     yt = [c["label"] == "SUPPORTED" for c in test]
     t = Table("wording", "map", "accuracy", "said SUPPORTED", "ECE", "Brier", "AUC (raw)",
@@ -218,7 +221,7 @@ def report(fit: list[dict[str, str]], test: list[dict[str, str]], cached: dict[t
                     "unless marked CV (5-fold on the test claims)")
     fitted: dict[str, Any] = {}
     calibrated_test: dict[str, list[float]] = {}
-    for tpl in templates:
+    for tpl in [*templates, *extra]:
         rf = [cached[(c["claim"], tpl)] for c in fit]
         rt = [cached[(c["claim"], tpl)] for c in test]
         platt = fit_platt(rf, yf, fitted_on=f"{fit_name}, {len(fit)} claims")
@@ -235,7 +238,7 @@ def report(fit: list[dict[str, str]], test: list[dict[str, str]], cached: dict[t
         calibrated_test[tpl] = rows["Platt (fitted apart)"]
         for i, (name, ps) in enumerate(rows.items()):
             m = metrics(ps, yt)
-            t.add_row(tpl if i == 0 else "", name, f"{100 * m['accuracy']:.1f}%", f"{100 * m['said_supported']:.1f}%",
+            t.add_row((tpl if tpl in templates else f"{tpl} (not in the panel)") if i == 0 else "", name, f"{100 * m['accuracy']:.1f}%", f"{100 * m['said_supported']:.1f}%",
                       f"{m['ece']:.3f}", f"{m['brier']:.3f}", auc if i == 0 else "", end_section=i == len(rows) - 1)
     combos = combinations([calibrated_test[tpl] for tpl in templates])
     # Stacking: one logistic regression on the wordings' raw log-odds, fitted on the --fit claims.
@@ -247,7 +250,7 @@ def report(fit: list[dict[str, str]], test: list[dict[str, str]], cached: dict[t
     for name, ps in combos.items():
         m = metrics(ps, yt)
         hard = name.startswith("majority")
-        t.add_row("all wordings", name, f"{100 * m['accuracy']:.1f}%", f"{100 * m['said_supported']:.1f}%",
+        t.add_row("the panel's wordings", name, f"{100 * m['accuracy']:.1f}%", f"{100 * m['said_supported']:.1f}%",
                   "-" if hard else f"{m['ece']:.3f}", "-" if hard else f"{m['brier']:.3f}", "")
     con.print(t)
     con.print("Platt parameters to pin (council/config/local_models.py CALIBRATION):")
