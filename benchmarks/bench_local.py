@@ -159,7 +159,7 @@ def report(res: dict[str, Any]) -> None:
     p90 = secs[min(len(secs) - 1, int(round(0.9 * (len(secs) - 1))))]
     decided = Counter(r["decided_by"] for r in rows)
     st = Table("seconds per council", "mean", "median", "p90", "min", "max", "total", "server start-up",
-               "warm-up council", title="speed (one council at a time; start-up and warm-up not counted)")
+               "warm-up council", title=f"speed ({res['concurrency']} council(s) at a time; start-up and warm-up not counted)")
     st.add_row(f"{n} councils", f"{statistics.mean(secs):.1f}", f"{statistics.median(secs):.1f}", f"{p90:.1f}",
                f"{secs[0]:.1f}", f"{secs[-1]:.1f}", f"{sum(secs):.0f}", f"{res['startup_s']:.1f}",
                f"{res['warmup_s']:.1f}")
@@ -270,7 +270,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="JSONL of {claim, label} (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="also write one JSON line per claim here")
     ap.add_argument("--panel", choices=["qwen", "tiny"], default="qwen", help="the local panel (default: %(default)s)")
-    ap.add_argument("--concurrency", "-j", type=int, default=1, help="councils at a time (default: %(default)s)")
+    ap.add_argument("--concurrency", "-j", type=int, default=2, help="councils at a time (default: %(default)s, "
+                    "as `council check FILE` on a local panel: measured fastest, see the README)")
     ap.add_argument("--ask-timing", action="store_true", help="also time `council ask` in new processes, the "
                     "first on a fresh cache")
     ap.add_argument("--ask-only", action="store_true", help="only the `council ask` timing, no claims")
