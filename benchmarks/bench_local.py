@@ -1,6 +1,6 @@
 """A built-in local panel on simple true/false claims: how good, how fast.
 
-Runs ``Council().acheck`` with no config (``--panel qwen``, the default: Qwen2.5-Coder-1.5B asked in three
+Runs ``Council().acheck`` with no config (``--panel qwen``, the default: Qwen2.5-Coder-1.5B asked in two
 wordings, labels and confidences from token log-probabilities; ``--panel tiny``: SmolLM2-135M, Gemma-3-270M,
 SmolLM2 sampled) on each labelled claim of ``benchmarks/data/claims_tf.jsonl`` (120 general-knowledge
 statements, half true, half false), ``--concurrency`` councils at a time, and prints:
@@ -12,10 +12,13 @@ statements, half true, half false), ``--concurrency`` councils at a time, and pr
   p90), after the servers have started and answered one warm-up council (both shown apart);
 - tokens per second per model: completion tokens / call latency over the calls that got a reply.
 ``--ask-timing`` also times ``council ask`` as a user runs it (a new process each time): first on a fresh
-cache directory (so the weights are joined from the installed packages first), then twice more.
+cache directory (so the weights are joined from the installed packages first), then twice more
+(``--ask-only``: that alone, no claims). ``--ask-questions N`` asks the first N open questions of
+``benchmarks/data/short_answers.jsonl`` in this process: how often the adjudicator's rulings were valid, how
+the runs were decided, how often the answer names the expected one.
 
     python benchmarks/bench_local.py [--panel qwen|tiny] [--limit N] [--concurrency N] [--ask-timing]
-        [--db URL_OR_PATH] [--data FILE] [--out results.jsonl]
+        [--ask-only] [--ask-questions N] [--db URL_OR_PATH] [--data FILE] [--out results.jsonl]
 """
 
 from __future__ import annotations

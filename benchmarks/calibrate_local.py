@@ -1,9 +1,11 @@
 """Fit and measure the calibration of the default local panel's members (token probabilities -> P(SUPPORTED)).
 
 For every claim of the labelled files and every wording of the default local panel (``QWEN_MEMBERS`` in
-council/config/local_models.py), asks the 1.5B model through the real gateway (llama.cpp server on loopback,
-one answer token, ``top_logprobs``) and reads the raw token ``P(SUPPORTED)``; raw values are cached in
-``--raw`` (JSONL) so a rerun, or a second file, asks only what is missing. Then, per wording:
+council/config/local_models.py; ``--compare`` adds other wordings of ``CANDIDATES``), asks the 1.5B model
+through the real gateway (llama.cpp server on loopback, one answer token, ``top_logprobs``) and reads the raw
+token ``P(SUPPORTED)``; raw values are cached in ``--raw`` (JSONL, default
+benchmarks/data/local_raw_probabilities.jsonl) so a rerun, or a second file, asks only what is missing.
+Then, per wording:
 
 - fits Platt scaling (scikit-learn logistic regression on the raw log-odds) on the ``--fit`` file and prints
   the parameters to pin in ``CALIBRATION`` (council/config/local_models.py);
@@ -11,10 +13,16 @@ one answer token, ``top_logprobs``) and reads the raw token ``P(SUPPORTED)``; ra
   Brier score of the raw probabilities, of the Platt map fitted on ``--fit``, and of an isotonic map fitted
   on ``--fit``; plus 5-fold cross-validated Platt and isotonic on the ``--test`` file alone (each claim
   scored by a map fitted on the other four fifths), and the ranking quality (AUC) of the raw numbers;
-- the same for the ensembles of the wordings: the mean of the calibrated log-odds, and the plain majority.
+- the same for the panel's wordings together: the sum and the mean of their calibrated log-odds, the
+  majority of calibrated labels (odd panels), the council's weighted vote at the prior reliability, and a
+  stacked logistic regression on the raw log-odds fitted on ``--fit``.
+
+``--choose`` instead compares every panel of one to three ``CANDIDATES`` wordings on the ``--fit`` claims
+alone (cross-validated), which is how the panel's wordings were chosen; the ``--test`` claims play no part.
 
     python benchmarks/calibrate_local.py [--fit benchmarks/data/calibration_tf.jsonl]
-        [--test benchmarks/data/claims_tf.jsonl] [--raw raw_probabilities.jsonl] [--limit N]
+        [--test benchmarks/data/claims_tf.jsonl] [--raw FILE] [--limit N] [--no-collect]
+        [--compare local_true_false.j2,...] [--choose]
 """
 
 from __future__ import annotations
