@@ -1,6 +1,6 @@
 """A built-in local panel on simple true/false claims: how good, how fast.
 
-Runs ``Council().acheck`` with no config (``--panel qwen``, the default: Qwen2.5-Coder-1.5B asked in three
+Runs ``Council().acheck`` with no config (``--panel qwen``, the default: Qwen2.5-Coder-1.5B asked in two
 wordings, labels and confidences from token log-probabilities; ``--panel tiny``: SmolLM2-135M, Gemma-3-270M,
 SmolLM2 sampled) on each labelled claim of ``benchmarks/data/claims_tf.jsonl`` (120 general-knowledge
 statements, half true, half false), ``--concurrency`` councils at a time, and prints:
@@ -12,10 +12,13 @@ statements, half true, half false), ``--concurrency`` councils at a time, and pr
   p90), after the servers have started and answered one warm-up council (both shown apart);
 - tokens per second per model: completion tokens / call latency over the calls that got a reply.
 ``--ask-timing`` also times ``council ask`` as a user runs it (a new process each time): first on a fresh
-cache directory (so the weights are joined from the installed packages first), then twice more.
+cache directory (so the weights are joined from the installed packages first), then twice more
+(``--ask-only``: that alone, no claims). ``--ask-questions N`` asks the first N open questions of
+``benchmarks/data/short_answers.jsonl`` in this process: how often the adjudicator's rulings were valid, how
+the runs were decided, how often the answer names the expected one.
 
     python benchmarks/bench_local.py [--panel qwen|tiny] [--limit N] [--concurrency N] [--ask-timing]
-        [--db URL_OR_PATH] [--data FILE] [--out results.jsonl]
+        [--ask-only] [--ask-questions N] [--db URL_OR_PATH] [--data FILE] [--out results.jsonl]
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ def report(res: dict[str, Any]) -> None:
     p90 = secs[min(len(secs) - 1, int(round(0.9 * (len(secs) - 1))))]
     decided = Counter(r["decided_by"] for r in rows)
     st = Table("seconds per council", "mean", "median", "p90", "min", "max", "total", "server start-up",
-               "warm-up council", title="speed (one council at a time; start-up and warm-up not counted)")
+               "warm-up council", title=f"speed ({res['concurrency']} council(s) at a time; start-up and warm-up not counted)")
     st.add_row(f"{n} councils", f"{statistics.mean(secs):.1f}", f"{statistics.median(secs):.1f}", f"{p90:.1f}",
                f"{secs[0]:.1f}", f"{secs[-1]:.1f}", f"{sum(secs):.0f}", f"{res['startup_s']:.1f}",
                f"{res['warmup_s']:.1f}")
@@ -233,6 +236,36 @@ def ask_timing(question: str, repeats: int = 3) -> tuple[list[tuple[str, float]]
     return out, dict(statuses)
 
 
+async def ask_questions(path: Path, limit: int, url: str) -> dict[str, Any]:
+    """``Council().aask`` on the first ``limit`` open questions of ``path`` (short_answers.jsonl): how often
+    the adjudicator's ruling was valid (its calls by status: ``ok`` parsed against the schema, ``invalid``
+    did not), how the runs were decided, and how often the final answer names the expected answer."""
+    from council import Council
+    from council.config.local import runtime
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    council = Council(db=url)
+    await asyncio.to_thread(runtime().ensure, council.catalog)
+    statuses: Counter[str] = Counter()
+    decided: Counter[str] = Counter()
+    named = 0
+    secs = []
+    for i, row in enumerate(rows, 1):
+        t = time.perf_counter()
+        result = await council.aask(row["question"])
+        secs.append(time.perf_counter() - t)
+        statuses.update(c.status for c in result.calls if c.node == "adjudicate")
+        v = result.verdict
+        decided[v.decided_by if v else "none"] += 1
+        text = (v.answer if v else "") or ""
+        hit = any(a.lower() in text.lower() for a in [row["answer"], *row.get("aliases", [])])
+        named += hit
+        print(f"[{i:2d}/{len(rows)}] {secs[-1]:5.1f}s {'ok ' if hit else '-- '}{row['question']} -> {text[:80]!r}",
+              file=sys.stderr, flush=True)
+    return {"n": len(rows), "statuses": dict(statuses), "decided": dict(decided), "named": named,
+            "mean_s": statistics.mean(secs) if secs else 0.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="only the first N claims (balanced: true/false alternate)")
@@ -240,10 +273,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="JSONL of {claim, label} (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="also write one JSON line per claim here")
     ap.add_argument("--panel", choices=["qwen", "tiny"], default="qwen", help="the local panel (default: %(default)s)")
-    ap.add_argument("--concurrency", "-j", type=int, default=1, help="councils at a time (default: %(default)s)")
+    ap.add_argument("--concurrency", "-j", type=int, default=2, help="councils at a time (default: %(default)s, "
+                    "as `council check FILE` on a local panel: measured fastest, see the README)")
     ap.add_argument("--ask-timing", action="store_true", help="also time `council ask` in new processes, the "
                     "first on a fresh cache")
     ap.add_argument("--ask-only", action="store_true", help="only the `council ask` timing, no claims")
+    ap.add_argument("--ask-questions", type=int, default=0, metavar="N",
+                    help="also ask the first N open questions of benchmarks/data/short_answers.jsonl in this "
+                         "process: adjudicator rulings by status, and how often the answer names the expected one")
     args = ap.parse_args()
     os.environ["COUNCIL_LOCAL_PANEL"] = args.panel
     from council.config.local import local_available
@@ -258,6 +295,13 @@ def main() -> None:
     if not args.ask_only:
         res = asyncio.run(run(claims, url, args.out, args.concurrency))
         report(res)
+    if args.ask_questions:
+        q = asyncio.run(ask_questions(DATA.with_name("short_answers.jsonl"), args.ask_questions, url))
+        ok = q["statuses"].get("ok", 0)
+        total = sum(q["statuses"].values())
+        print(f"open questions ({args.panel} panel): {q['n']} asked, {q['mean_s']:.1f} s each (mean); answer names "
+              f"the expected one: {q['named']}/{q['n']}; decided by: {q['decided']}; adjudicator calls by status: "
+              f"{q['statuses']} (valid rulings {ok}/{total})")
     if args.ask_timing or args.ask_only:
         from council.config.local import runtime
 

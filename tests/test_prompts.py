@@ -72,7 +72,8 @@ def _contexts() -> dict[str, dict[str, Any]]:
             "task": "check",
             "question": "The Great Wall of China is visible from low Earth orbit with the naked eye.",
             "passages": [{"passage_id": "S1", "text": "Astronauts report it cannot be seen unaided from orbit."}],
-        } for name in ("local_true_false.j2", "local_is_false.j2", "local_correct.j2")},
+        } for name in ("local_true_false.j2", "local_is_false.j2", "local_correct.j2", "local_false_true.j2",
+                       "local_few_shot.j2")},
         "adjudicator.j2": {
             "task": "check",
             "question": "The Great Wall is visible from the Moon.",
@@ -372,9 +373,9 @@ def test_completion_prompt_ends_where_the_model_continues():
     assert ask.user == f"Question: {QUESTION}\nAnswer:"
 
 
-@pytest.mark.parametrize("name", ["local_true_false.j2", "local_is_false.j2", "local_correct.j2"])
+@pytest.mark.parametrize("name", ["local_true_false.j2", "local_is_false.j2", "local_correct.j2", "local_false_true.j2"])
 def test_local_wordings_put_the_statement_before_the_question(name: str):
-    """The three members of the local panel share their prompt up to the statement (the server's prompt
+    """The local panel's wordings share their prompt up to the statement (the server's prompt
     cache), then each asks in its own words for a one-word answer; an open question is asked as it is."""
     claim = "Paris is the capital of France."
     out = prompts.render(name, task="check", question=claim, passages=[])

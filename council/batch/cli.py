@@ -38,7 +38,7 @@ def check(
         show_default=False)] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-j", min=1, max=1024, show_default=False,
                                                     help="Councils running at once (in all processes together); "
-                                                         "default 8, 1 on the built-in local panel.")] = None,
+                                                         "default 8, 2 on the built-in local panel.")] = None,
     processes: Annotated[int, typer.Option("--processes", "-p", min=1, max=64, help=(
         "Processes sharing the batch through the database (one uses one CPU core); the budget is split "
         "evenly between them."))] = 1,

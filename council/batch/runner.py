@@ -518,9 +518,9 @@ async def acheck_many(
     the module docstring. Raises ``InputError`` (unreadable input, bad ``out``), ``ConfigError`` or
     ``StoreError`` when the batch cannot run at all; a claim's own failure is a status, never an error.
 
-    ``concurrency``: councils at once, in all processes together; default 8, but 1 on a built-in local
-    panel (its members share one llama.cpp server, which answers one request at a time and reuses the
-    prompt prefix the members of one claim share: more councils at once only interleave their prompts). ``processes``: more than 1 starts that
+    ``concurrency``: councils at once, in all processes together; default 8, but 2 on a built-in local
+    panel (its members share one llama.cpp server, which answers one request at a time: a second council
+    only keeps it busy while the first one's Python work runs; measured in the README, issue 12). ``processes``: more than 1 starts that
     many minus one helper processes (``python -m council.batch``) that take claims from the same database:
     one Python process spends most of its time on CPU, so this is how a batch uses several cores. Each
     process gets an equal share of what is left of the budget (their sum never exceeds it). It needs the
@@ -539,7 +539,7 @@ async def acheck_many(
     council, budget = await _open_council(config, db=db, recipe=recipe,
                                           rate_limit_share=_rate_limit_share or processes)
     if concurrency is None:
-        concurrency = 1 if council.demo else 8
+        concurrency = 2 if council.demo else 8
     bstore = _open_batch(council, budget, parsed, helper=_helper, retry_failed=retry_failed)
     bid = parsed.batch_id
     exhausted, share = _share_budget(budget, bstore, bid, budget_usd, helper=_helper, processes=processes)

@@ -43,10 +43,11 @@ def fit_platt(raw: Sequence[float], supported: Sequence[bool], fitted_on: str = 
 
 
 def fit_isotonic(raw: Sequence[float], supported: Sequence[bool]) -> Any:  # an sklearn IsotonicRegression
-    """Isotonic regression of the true label on raw ``P(SUPPORTED)`` (``.predict([p, ...])``)."""
+    """Isotonic regression of the true label on raw ``P(SUPPORTED)`` (``.predict([p, ...])``); increasing or
+    decreasing as the data say (a wording whose answer token means the opposite maps decreasing)."""
     from sklearn.isotonic import IsotonicRegression
 
-    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(list(raw), [int(s) for s in supported])
+    return IsotonicRegression(y_min=0.0, y_max=1.0, increasing="auto", out_of_bounds="clip").fit(list(raw), [int(s) for s in supported])
 
 
 def expected_calibration_error(p_supported: Sequence[float], supported: Sequence[bool], bins: int = 10) -> float:

@@ -7,14 +7,14 @@
   a base model, completion prompts only).
 
 With no config file and no COUNCIL_CONFIG, ``Council()`` and ``council ask`` use the **default local panel**
-(``COUNCIL_LOCAL_PANEL=qwen``, the default): three members that are the 1.5B model asked in three different
-wordings (an ensemble over prompts; each wording has its own bias, see the README's measurements). On a fact
+(``COUNCIL_LOCAL_PANEL=qwen``, the default): two members that are the 1.5B model asked in two wordings that
+lean opposite ways (chosen among five on a labelled claim set, see the README's measurements). On a fact
 check each member writes one token and its label and confidence come from that token's probabilities
 (``confidence_from = "logprobs"``), Platt-calibrated per wording on a labelled claim set kept apart from the
-benchmark's (``benchmarks/data/calibration_tf.jsonl``, fitted by ``benchmarks/calibrate_local.py``). On an
-open question the members answer in one or two sentences (the second and third sampled, for
-self-consistency). The adjudicator is the same model with a grammar-constrained JSON ruling. All of it runs
-on one llama.cpp server, as all four roles share one weights file.
+benchmark's (``benchmarks/data/calibration_tf.jsonl``, fitted by ``benchmarks/calibrate_local.py``); the vote
+is the sum of the calibrated log-odds. On an open question the members answer in one or two sentences (the
+second sampled, for self-consistency). The adjudicator is the same model with a grammar-constrained JSON
+ruling. All of it runs on one llama.cpp server, as all three roles share one weights file.
 
 ``COUNCIL_LOCAL_PANEL=tiny`` picks the old tiny panel (SmolLM2 at temperature 0, Gemma in completion mode,
 SmolLM2 sampled, SmolLM2 as adjudicator): much faster, at chance on the claim set; for tests and demos of

