@@ -123,19 +123,33 @@ class LocalRuntime:
 
     def __init__(self) -> None:
         self._servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        self._starting: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
         self._lock = threading.Lock()
         self._registered = False
 
+    @staticmethod
+    def _wanted(catalog: list[ModelEntry]) -> dict[str, ModelEntry]:
+        return {e.weights_path: e for e in catalog if e.serve == "llama.cpp" and e.api_base is None and e.weights_path}
+
+    def start(self, catalog: list[ModelEntry]) -> None:
+        """Start the servers ``catalog`` needs without waiting for them (loading the weights then overlaps
+        the caller's own start-up, e.g. importing litellm); ``ensure`` waits for them."""
+        wanted = self._wanted(catalog)
+        with self._lock:
+            threads = max(1, (os.cpu_count() or 2) // max(1, len(wanted)))
+            for w, e in wanted.items():
+                if w not in self._servers and w not in self._starting:
+                    self._starting[w] = self._spawn(w, e.context_window or 2048, threads)
+
     def ensure(self, catalog: list[ModelEntry]) -> list[ModelEntry]:
         """The catalog with ``api_base`` set for every ``serve = "llama.cpp"`` entry, servers started."""
-        wanted = {e.weights_path: e for e in catalog if e.serve == "llama.cpp" and e.api_base is None}
+        wanted = self._wanted(catalog)
         if not wanted:
             return catalog
+        self.start(catalog)
         with self._lock:
-            pending = [w for w in wanted if w not in self._servers]
-            threads = max(1, (os.cpu_count() or 2) // max(1, len(wanted)))
-            started = {w: self._spawn(w, wanted[w].context_window or 2048, threads) for w in pending}
-            for w, (proc, base, log) in started.items():
+            for w in [w for w in wanted if w in self._starting]:
+                proc, base, log = self._starting.pop(w)
                 self._wait_ready(proc, base, log, w)
                 self._servers[w] = (proc, base)
         return [
@@ -187,6 +201,8 @@ class LocalRuntime:
         """Stop every server (SIGTERM, then SIGKILL after 5 s)."""
         with self._lock:
             servers, self._servers = self._servers, {}
+            servers.update({w: (proc, base) for w, (proc, base, _) in self._starting.items()})
+            self._starting = {}
         for proc, _ in servers.values():
             if proc.poll() is None:
                 proc.terminate()

@@ -247,6 +247,10 @@ class Council:
             from council.config.catalog import resolve_catalog
             from council.calls.gateway import model_defaults
 
+            if any(e.serve for e in self.config.models):
+                from council.config.local import runtime
+
+                runtime().start(self.config.models)  # local servers load their weights while litellm imports
             self._catalog = resolve_catalog(self.config.models, model_defaults)
         return self._catalog
 
