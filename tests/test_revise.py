@@ -21,17 +21,20 @@ NOT_VISIBLE = "The Great Wall is not visible to the naked eye from low Earth orb
 VISIBLE = "The Great Wall is visible to the naked eye from low Earth orbit."
 
 
-def _council(base_url: str, db: str, **policies: dict[str, Any]) -> Council:
-    return Council(panel_config(base_url, **policies), db=db, recipe="revise")
+def _run(script: dict[str, Any], db: str, claim: str | None = None, **policies: dict[str, Any]) -> tuple[Any, Any]:
+    """Ask the Great Wall question (or check ``claim``) with the revise recipe against ``script``: the run's
+    result, and the (stopped) server that played the members, with the prompts it received."""
+    srv = CapturingServer(script)
+    srv.start()
+    try:
+        council = Council(panel_config(srv.base_url, **policies), db=db, recipe="revise")
+        return (council.check(claim) if claim else council.ask(GREAT_WALL)), srv
+    finally:
+        srv.stop()
 
 
 def test_a_round_runs_while_contested_and_stops_when_the_vote_converges(db_url: str) -> None:
-    srv = CapturingServer(revision_script())
-    srv.start()
-    try:
-        result = _council(srv.base_url, db_url).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    result, srv = _run(revision_script(), db_url)
     v = result.verdict
     assert v is not None and result.status == "done"
     assert v.rounds == 2 and v.revision_stop == "converged: nothing contested after 1 revision round(s)"
@@ -62,12 +65,7 @@ def test_a_round_runs_while_contested_and_stops_when_the_vote_converges(db_url: 
 
 
 def test_a_reviser_sees_its_own_answer_and_its_peers_claims_counted_but_anonymous(db_url: str) -> None:
-    srv = CapturingServer(revision_script())
-    srv.start()
-    try:
-        _council(srv.base_url, db_url).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    _, srv = _run(revision_script(), db_url)
     (system, user), = [p for p in srv.prompts("m-c") if "Revision round 2." in p[1]]
     assert "Your previous answer: Yes." in user
     assert f"1 of 3 members state: {VISIBLE} (you state this) [contested]" in user
@@ -80,12 +78,7 @@ def test_a_reviser_sees_its_own_answer_and_its_peers_claims_counted_but_anonymou
 
 
 def test_every_member_holding_is_convergence_and_the_adjudicator_decides(db_url: str) -> None:
-    srv = CapturingServer(revision_script(c_rounds=[revision("hold", "The photos show it.")]))
-    srv.start()
-    try:
-        result = _council(srv.base_url, db_url).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    result, srv = _run(revision_script(c_rounds=[revision("hold", "The photos show it.")]), db_url)
     v = result.verdict
     assert v is not None
     assert v.rounds == 2 and v.revision_stop == "converged: every member held its answer in round 2"
@@ -99,13 +92,8 @@ def test_rounds_stop_at_the_policy_maximum_while_still_contested(db_url: str) ->
     def more(*extra: str) -> dict[str, Any]:
         return revision("revise", "adding detail", "Yes.", [(VISIBLE, 0.6)] + [(x, 0.7) for x in extra])
 
-    srv = CapturingServer(revision_script(c_rounds=[more("It is over 20,000 km long."),
-                                                    more("It is over 20,000 km long.", "Its building took centuries.")]))
-    srv.start()
-    try:
-        result = _council(srv.base_url, db_url).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    result, srv = _run(revision_script(c_rounds=[more("It is over 20,000 km long."),
+                                                 more("It is over 20,000 km long.", "Its building took centuries.")]), db_url)
     v = result.verdict
     assert v is not None
     assert v.rounds == 3 and v.revision_stop == "stopped at the policy's maximum of 2 revision round(s), still contested"
@@ -117,12 +105,7 @@ def test_rounds_stop_at_the_policy_maximum_while_still_contested(db_url: str) ->
     assert [a.round for a in c] == [1, 2, 3]
     assert c[1].revised_from == c[0].answer_id and c[2].revised_from == c[1].answer_id
     # A policy of one round stops after it.
-    srv = CapturingServer(revision_script(c_rounds=[more("It is over 20,000 km long.")]))
-    srv.start()
-    try:
-        one = _council(srv.base_url, db_url, revision={"max_revision_rounds": 1}).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    one, srv = _run(revision_script(c_rounds=[more("It is over 20,000 km long.")]), db_url, revision={"max_revision_rounds": 1})
     assert one.verdict is not None and one.verdict.rounds == 2
     assert one.verdict.revision_stop == "stopped at the policy's maximum of 1 revision round(s), still contested"
 
@@ -130,12 +113,7 @@ def test_rounds_stop_at_the_policy_maximum_while_still_contested(db_url: str) ->
 def test_a_failed_revision_keeps_the_members_answer_and_degrades_the_run(db_url: str) -> None:
     script = revision_script()
     script["models"]["m-c"]["faults"] = [{"kind": "500", "rate": 1.0, "match": "Revision round"}]
-    srv = CapturingServer(script)
-    srv.start()
-    try:
-        result = _council(srv.base_url, db_url).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    result, srv = _run(script, db_url)
     v = result.verdict
     assert v is not None and v.degraded and result.status == "degraded"
     assert any(r.startswith("revision by member C in round 2 missing: ") for r in v.degraded_reasons), v.degraded_reasons
@@ -152,12 +130,7 @@ def test_fact_check_label_flip_is_recorded_and_settles_the_vote(db_url: str) -> 
         "revise", "Two members refute it.", "It is refuted.", [("Disputed, says REFUTED.", 0.7)], label="REFUTED")})
     for m in ("m-b", "m-c"):
         script["models"][m]["answers"].insert(0, {"match": "Revision round", "content": revision("hold")})
-    srv = CapturingServer(script)
-    srv.start()
-    try:
-        result = _council(srv.base_url, db_url).check(f"{DISPUTED}: the bridge opened in 1901.")
-    finally:
-        srv.stop()
+    result, srv = _run(script, db_url, f"{DISPUTED}: the bridge opened in 1901.")
     v = result.verdict
     assert v is not None and v.label == "REFUTED" and v.decided_by == "vote" and v.rounds == 2
     labels = [(f.member_label, f.before, f.after) for f in v.flips if f.kind == "label"]
@@ -167,12 +140,7 @@ def test_fact_check_label_flip_is_recorded_and_settles_the_vote(db_url: str) -> 
 
 
 def test_revision_rounds_in_the_provenance_graph_prov_and_trace(db_url: str) -> None:
-    srv = CapturingServer(revision_script())
-    srv.start()
-    try:
-        result = _council(srv.base_url, db_url).ask(GREAT_WALL)
-    finally:
-        srv.stop()
+    result, srv = _run(revision_script(), db_url)
     g = result.graph
     now = {a.member_label: a for a in result.answers}
     first = {a.member_label: a for a in result.revised_answers}
