@@ -219,6 +219,7 @@ def local_config_tables(panel: LocalPanel | None = None) -> dict[str, Any]:
             "research_cheap": member_policy,
             "fact_check_cheap": {**member_policy, **FACT_CHECK_VOTE.get(panel, {})},
             "peer_review": {"timeout_s": timeout + 60.0, "max_output_tokens": 200, "context_budget_tokens": 3500},
+            "revision": {"timeout_s": timeout + 60.0, "max_output_tokens": 200, "context_budget_tokens": 3500},
             "escalation": {"allowed_models": [judge], "timeout_s": timeout + 60.0, "max_output_tokens": 200,
                            "context_budget_tokens": 3500},
         },
