@@ -4,8 +4,10 @@ interval of the truth, and what does the harness itself cost?
 Part 1. ``--items`` labelled statements; three scripted members right on each item with probability 0.90,
 0.75 and 0.60 (independent Bernoulli draws: realized accuracies vary around the set ones, as they would),
 each stating its set accuracy as its confidence, with prices that fall with accuracy; a judge right with
-probability 0.80. The arms: the three single models, the plain majority, the council, and every other
-recipe installed in graphs/ (review, revise, cascade when issue 10 ships them). The truth per arm: a single
+probability 0.80. The arms: the three single models, the plain majority and the council (``--recipes``
+adds every other recipe in graphs/ as an arm; the simulated members do not play reviewers, revisers or a
+strong tier, so those arms only show what a recipe costs when its extra stage fails: bench_deliberation.py
+measures the recipes themselves). The truth per arm: a single
 model's set accuracy; the majority's P(at least 2 of 3 right) = computed from the set accuracies; the
 council has no closed form (learned weights, an adjudicator), so only its measured figures are shown.
 
@@ -13,7 +15,7 @@ Part 2. Overhead: process CPU seconds per item of ``council.evaluate`` (five arm
 against running the same councils directly (``Council.acheck`` on each item, same concurrency, fresh
 databases), both with the scripted server in this process.
 
-    python benchmarks/bench_eval.py [--items 200] [--overhead-items 100] [--repeats 4] [--seed 11] [-j 8] [--skip-arms]
+    python benchmarks/bench_eval.py [--items 200] [--overhead-items 100] [--repeats 4] [--seed 11] [-j 8] [--skip-arms] [--recipes]
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ACC = {"m90": 0.90, "m75": 0.75, "m60": 0.60}
 PRICES = {"m90": (5.0, 15.0), "m75": (1.0, 3.0), "m60": (0.2, 0.6), "judge": (3.0, 10.0)}
-WANTED_RECIPES = ["cascade", "review", "revise"]
 
 
 def majority_truth(acc: list[float]) -> float:
@@ -50,8 +51,8 @@ def part1(args: argparse.Namespace, tmp: Path) -> None:
     from council.testing.simulated import simulated_panel
 
     sim = simulated_panel(args.items, ACC, prices=PRICES, seed=args.seed, exact=False)
-    installed = [r for r in known_recipes() if r != "council"]
-    arms = [f"single:{m}" for m in ACC] + ["majority", "council"] + installed
+    recipes = [r for r in known_recipes() if r != "council"] if args.recipes else []
+    arms = [f"single:{m}" for m in ACC] + ["majority", "council"] + recipes
     with ScriptedServer(sim.script) as srv:
         golden = sim.write_golden(tmp / "golden.jsonl")
         t0 = time.perf_counter()
@@ -76,9 +77,6 @@ def part1(args: argparse.Namespace, tmp: Path) -> None:
     con.print(f"realized member accuracies: {realized}")
     con.print(f"eval spent ${report.spent_usd:.4f}; the arms run alone would have cost ${report.as_if_alone_usd:.4f} "
               f"(shared member calls paid once); wall {wall:.1f} s")
-    missing = [r for r in WANTED_RECIPES if r not in installed]
-    if missing:
-        con.print(f"recipes not installed here, so no arm: {', '.join(missing)}")
 
 
 async def _direct(config: dict, golden: list[dict], db: str, concurrency: int) -> None:
@@ -146,6 +144,7 @@ def main() -> None:
     ap.add_argument("-j", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=4, help="overhead runs of each kind, alternating")
     ap.add_argument("--skip-arms", action="store_true", help="only measure the overhead")
+    ap.add_argument("--recipes", action="store_true", help="also every other recipe in graphs/ as an arm")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as d:
         if not args.skip_arms:
