@@ -121,15 +121,17 @@ def _not_installed(exc: BaseException) -> ConfigError | None:
     """The error to show when a worker's Python cannot import the project (a node without it installed, or
     a runtime_env whose Python or PYTHONPATH lacks it): Ray reports it as the actor failing to import."""
     text = str(exc)
-    missing = re.search(r"No module named '(council[\w.]*)'", text)
+    missing = re.search(r"No module named '([\w.]+)'", text)
     if missing is None:
         return None
     node = re.search(r"\bip=([\w.:\[\]-]+)", text)
     where = f"on node {node.group(1).rstrip(',')}" if node else "on a node"
+    module = missing.group(1)
+    what = "council" if module.split(".")[0] == "council" else f"council's dependency {module.split('.')[0]}"
     from council import __version__
 
     return ConfigError(
-        f"a Ray worker {where} cannot import council (No module named {missing.group(1)!r}): install the project, "
+        f"a Ray worker {where} cannot import {what} (No module named {module!r}): install the project, "
         f"the driver's version, in the Python every node starts Ray workers with (pip install \"council[ray]=="
         f"{__version__}\"), or run the job with a runtime_env that has it; then rerun the same command")
 
@@ -217,7 +219,9 @@ class _Driver:
             if missing is not None:
                 return missing
             if type(exc).__name__ not in _ACTOR_GONE and "actor" not in type(exc).__name__.lower():
-                return exc
+                last = (str(exc).strip().splitlines() or [""])[-1][:300]
+                return CouncilError(f"a Ray worker failed: {type(cause).__name__}: {last} (rerun the same command "
+                                    "to resume the batch)")
             self.deaths += 1
             log.warning("a Ray worker died (%s); its claims are taken over", type(exc).__name__)
             tries[actor] = tries.get(actor, 0) + 1
