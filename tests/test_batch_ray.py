@@ -127,9 +127,13 @@ def _actor_pids(db: str) -> set[int]:
     return {int(o.split(":")[1]) for (o,) in owners if o}
 
 
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        return int(fh.read().rsplit(")", 1)[1].split()[1])
+def _parent(pid: int) -> int | None:
+    """The parent of process ``pid``, or None once it is gone (a killed actor's leases outlive it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
 
 
 def _kill_when_quiet(db: str, server: Any, min_done: int, deadline: float) -> None:
@@ -170,9 +174,10 @@ def test_an_actor_and_a_node_killed_mid_batch_every_claim_exactly_once(cluster: 
         os.kill(pids[0], signal.SIGKILL)  # an actor dies; Ray restarts it, and its claims are taken over
         _kill_when_quiet(pg_url, server, 14, deadline)
         raylets = {n_.all_processes["raylet"][0].process.pid: n_ for n_ in cluster.worker_nodes}
-        hosting = [raylets[_parent(p)] for p in _actor_pids(pg_url) if _parent(p) in raylets]
+        hosting = [raylets[pp] for p in _actor_pids(pg_url) if (pp := _parent(p)) in raylets]
         assert hosting, "no actor runs on a worker node"
         victim_node = hosting[0]
+        _kill_when_quiet(pg_url, server, 14, deadline)  # again: finding the node took a while
         cluster.remove_node(victim_node, allow_graceful=False)  # a whole node is lost
     finally:
         driver.join(timeout=400)
