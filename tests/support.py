@@ -283,3 +283,104 @@ def revision_script(c_rounds: list[dict[str, Any]] | None = None, others: str = 
     for i, reply in reversed(list(enumerate(c_rounds))):
         script["models"]["m-c"]["answers"].insert(0, {"match": f"Revision round {i + 2}.", "content": reply})
     return script
+
+
+# ------------------------------------------------------------------------------------------ network faults
+
+class TcpProxy:
+    """A loopback TCP proxy to ``upstream`` (host, port) that can be cut and restored, to take a server
+    (PostgreSQL, say) away from a running process: ``cut()`` closes every proxied connection (both ends see
+    it closed, as when the server or the network goes) and stops listening (new connections are refused);
+    ``restore()`` listens again on the same port. ``port`` is where clients connect. Use it as a context
+    manager (everything closed at the end)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        import threading
+
+        self.upstream = upstream
+        self.port = 0
+        self.connections = 0
+        """Connections accepted so far."""
+        self._lock = threading.Lock()
+        self._socks: set[Any] = set()
+        self._listener: Any = None
+        self.restore()
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cut()
+
+    def url(self, url: str) -> str:
+        """``url`` (``scheme://user@host:port/db``) with this proxy's address in place of its host and port."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+
+    def restore(self) -> None:
+        import socket
+        import threading
+
+        if self._listener is not None:
+            return
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        import socket
+
+        listener, self._listener = self._listener, None
+        with self._lock:
+            socks, self._socks = self._socks, set()
+        for s in ([listener] if listener is not None else []) + list(socks):
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes the threads blocked in accept() and recv()
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # cut meanwhile
+                    client.close()
+                    server.close()
+                    return
+                self._socks |= {client, server}
+                self.connections += 1
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: Any, dst: Any) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -5,8 +5,10 @@ for the module) against the real PostgreSQL server, one database per test.
 What is checked: the same results as a local run of the same batch; an actor killed and a node removed
 mid-batch, and every claim still checked exactly once with one call record per request the scripted server
 received; two invocations drawing on one database ceiling together spend no more than it; the driver
-killed and the same command rerun finishes the batch; SQLite across nodes and an unreachable cluster are
-refused with a clear error."""
+killed and the same command rerun finishes the batch; workers whose Python lacks the project, and
+PostgreSQL cut off mid-batch (through a loopback proxy), each give a one-line error and exit status 2, and
+the same command rerun once they are fixed finishes the batch; SQLite across nodes and an unreachable
+cluster are refused with a clear error."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +31,8 @@ from conftest import to_toml
 from council.batch import check_many
 from council.errors import ConfigError
 from council.store.db import Store
-from support import DISPUTED, batch_config, claims, cli_env, db_rows, finish, members_script, start, write_jsonl
+from support import (DISPUTED, TcpProxy, batch_config, claims, cli_env, db_rows, finish, members_script, start,
+                     write_jsonl)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -121,9 +127,13 @@ def _actor_pids(db: str) -> set[int]:
     return {int(o.split(":")[1]) for (o,) in owners if o}
 
 
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        return int(fh.read().rsplit(")", 1)[1].split()[1])
+def _parent(pid: int) -> int | None:
+    """The parent of process ``pid``, or None once it is gone (a killed actor's leases outlive it)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
 
 
 def _kill_when_quiet(db: str, server: Any, min_done: int, deadline: float) -> None:
@@ -164,9 +174,10 @@ def test_an_actor_and_a_node_killed_mid_batch_every_claim_exactly_once(cluster: 
         os.kill(pids[0], signal.SIGKILL)  # an actor dies; Ray restarts it, and its claims are taken over
         _kill_when_quiet(pg_url, server, 14, deadline)
         raylets = {n_.all_processes["raylet"][0].process.pid: n_ for n_ in cluster.worker_nodes}
-        hosting = [raylets[_parent(p)] for p in _actor_pids(pg_url) if _parent(p) in raylets]
+        hosting = [raylets[pp] for p in _actor_pids(pg_url) if (pp := _parent(p)) in raylets]
         assert hosting, "no actor runs on a worker node"
         victim_node = hosting[0]
+        _kill_when_quiet(pg_url, server, 14, deadline)  # again: finding the node took a while
         cluster.remove_node(victim_node, allow_graceful=False)  # a whole node is lost
     finally:
         driver.join(timeout=400)
@@ -235,6 +246,98 @@ def test_driver_killed_then_the_same_command_resumes(cluster: Any, scripted, tmp
     _each_claim_once(pg_url, n)
     _calls_match_requests(pg_url, server)
 
+
+
+def _without_council(tmp: Path) -> dict[str, Any]:
+    """A runtime_env whose workers run a Python that has Ray and every dependency but not the project, as
+    on a node whose image lacks it: a venv whose only path is the shared site-packages, added by a .pth
+    line (so the project's own editable-install .pth there is not run)."""
+    venv = tmp / "no-council"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    (tmp / "empty").mkdir()
+    # The test's nodes were started from this process, whose PYTHONPATH has the project: a real node's
+    # workers would not inherit that, so the job sets it to an empty folder.
+    return {"py_executable": str(venv / "bin" / "python"), "env_vars": {"PYTHONPATH": str(tmp / "empty")}}
+
+
+def test_a_worker_without_the_project_is_a_clear_error_and_a_rerun_finishes(cluster: Any, scripted, tmp_path: Path,
+                                                                           pg_url: str) -> None:  # noqa: F811
+    server = scripted(members_script())
+    cfg = tmp_path / "council.toml"
+    cfg.write_text(to_toml(batch_config(server.base_url)), encoding="utf-8")
+    n = 6
+    path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
+    args = ["check", str(path), "-c", str(cfg), "--db", pg_url, "--engine", "ray", "--ray-address", cluster.address,
+            "--workers", "2", "-j", "4", "-q", "--out", str(tmp_path / "out.jsonl")]
+    # The job's runtime_env, as `ray job submit --runtime-env-json ...` hands it to the driver; the driver
+    # runs outside the source tree (Ray puts the driver's folder on its workers' path).
+    job = json.dumps({"runtime_env": _without_council(tmp_path)})
+    env = cli_env(tmp_path / "default.db", columns=200, RAY_JOB_CONFIG_JSON_ENV_VAR=job)
+    bad = finish(subprocess.Popen([sys.executable, "-m", "council", *args], cwd=tmp_path, env=env, text=True,
+                                  encoding="utf-8", stdout=subprocess.PIPE, stderr=subprocess.PIPE), 300)
+    line = bad.error_line(2)
+    assert re.search(r"a Ray worker on node 127\.0\.0\.1 cannot import council \(No module named 'council[.\w]*'\): "
+                     r"install the project, the driver's version, .*pip install \"council\[ray\]==\d", line), line
+    assert "runtime_env" in line and "rerun the same command" in line
+    # Nothing lost, nothing spent: the claims wait in the database, no request left.
+    assert db_rows(pg_url, "SELECT status, COUNT(*) FROM batch_items GROUP BY status") == [("pending", n)]
+    assert db_rows(pg_url, "SELECT COUNT(*) FROM calls")[0][0] == 0 and server.stats()["total_requests"] == 0
+    assert not (tmp_path / "out.jsonl").exists()
+    code, out, err = _finish(_start(args, tmp_path), timeout=300)  # the same command, workers that have it
+    assert code == 0, err
+    assert len((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()) == n
+    _each_claim_once(pg_url, n)
+    _calls_match_requests(pg_url, server)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_postgresql_unreachable_mid_batch_then_the_same_command_finishes(cluster: Any, scripted, tmp_path: Path,
+                                                                         pg_url: str) -> None:  # noqa: F811
+    server = scripted(members_script(latency=0.3))
+    cfg = tmp_path / "council.toml"
+    cfg.write_text(to_toml(batch_config(server.base_url)), encoding="utf-8")
+    n = 24
+    path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:  # the batch reaches PostgreSQL only through it
+        db = proxy.url(pg_url)
+        args = ["check", str(path), "-c", str(cfg), "--db", db, "--engine", "ray", "--ray-address", cluster.address,
+                "--workers", "2", "-j", "4", "-q", "--out", str(tmp_path / "out.jsonl")]
+        proc = _start(args, tmp_path)
+        try:
+            _kill_when_quiet(pg_url, server, 4, time.monotonic() + 300)
+            actors = _actor_pids(pg_url)
+            proxy.cut()  # every connection of the driver and the actors drops; new ones are refused
+            bad = finish(proc, 120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        line = bad.error_line(2)
+        assert re.search(rf"cannot \w+( \w+)? postgresql(\+psycopg)?://postgres@127\.0\.0\.1:{proxy.port}/\w+: OperationalError: .*"
+                         r"the batch stopped; nothing is lost: rerun the same command once the database answers", line), line
+        assert not (tmp_path / "out.jsonl").exists()
+        finished = db_rows(pg_url, "SELECT COUNT(*) FROM batch_items WHERE status = 'full'")[0][0]
+        assert 4 <= finished < n
+        assert not db_rows(pg_url, "SELECT status FROM batch_items WHERE status NOT IN ('full', 'pending', 'running')")
+        deadline = time.monotonic() + 60  # the driver stopped its actors on the way out
+        while any(_alive(p) for p in actors):
+            assert time.monotonic() < deadline, "the actors outlived the driver"
+            time.sleep(0.05)
+        proxy.restore()
+        code, out, err = _finish(_start(args, tmp_path), timeout=400)
+    assert code == 0, err
+    results = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in results) == sorted(c["id"] for c in claims(n)) and {r["status"] for r in results} == {"full"}
+    _each_claim_once(pg_url, n)
+    _calls_match_requests(pg_url, server)
 
 
 def _start(args: list[str], tmp: Path) -> Any:

@@ -20,13 +20,14 @@ import asyncio
 import logging
 import contextlib
 import os
+import re
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from council.errors import ConfigError, CouncilError, InputError
+from council.errors import ConfigError, CouncilError, InputError, StoreError
 from .ray_worker import ClaimWorker, WorkerProgress, WorkerSpec
 
 __all__ = ["acheck_many_ray", "connect", "NAMESPACE"]
@@ -77,6 +78,12 @@ def connect(address: str | None, workers: int) -> tuple[Any, bool]:
     kwargs: dict[str, Any] = dict(runtime_env={"env_vars": env} if env else None, namespace=NAMESPACE,
                                   include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                                   configure_logging=False)
+    # Ray's start-up notices ("SIGTERM handler is not set" when the batch's event loop thread connects,
+    # "Token authentication is enabled" for a local instance) go nowhere: the user sees the batch's own
+    # progress and errors. Its errors still show.
+    ray_log = logging.getLogger("ray")
+    level = ray_log.level
+    ray_log.setLevel(logging.ERROR)
     try:
         if address is None:
             # A one-machine instance: Ray keeps every address on loopback rather than the outward one.
@@ -89,6 +96,8 @@ def connect(address: str | None, workers: int) -> tuple[Any, bool]:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise ConfigError(f"cannot connect to {where}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
                           ) from None
+    finally:
+        ray_log.setLevel(level)
     return ray, True
 
 
@@ -109,11 +118,22 @@ def _cause(exc: BaseException) -> BaseException:
 
 
 def _not_installed(exc: BaseException) -> ConfigError | None:
+    """The error to show when a worker's Python cannot import the project (a node without it installed, or
+    a runtime_env whose Python or PYTHONPATH lacks it): Ray reports it as the actor failing to import."""
     text = str(exc)
-    if "No module named 'council" in text or "ModuleNotFoundError" in text:
-        return ConfigError("the Ray workers cannot import council: install it on every node, the same version as "
-                           f'the driver (pip install "council[ray]"): {text.strip().splitlines()[-1][:200]}')
-    return None
+    missing = re.search(r"No module named '([\w.]+)'", text)
+    if missing is None:
+        return None
+    node = re.search(r"\bip=([\w.:\[\]-]+)", text)
+    where = f"on node {node.group(1).rstrip(',')}" if node else "on a node"
+    module = missing.group(1)
+    what = "council" if module.split(".")[0] == "council" else f"council's dependency {module.split('.')[0]}"
+    from council import __version__
+
+    return ConfigError(
+        f"a Ray worker {where} cannot import {what} (No module named {module!r}): install the project, "
+        f"the driver's version, in the Python every node starts Ray workers with (pip install \"council[ray]=="
+        f"{__version__}\"), or run the job with a runtime_env that has it; then rerun the same command")
 
 
 class _Driver:
@@ -195,8 +215,13 @@ class _Driver:
             cause = _cause(exc)
             if isinstance(cause, CouncilError):
                 return cause
+            missing = _not_installed(exc)  # a restarted actor on a node without the project, say
+            if missing is not None:
+                return missing
             if type(exc).__name__ not in _ACTOR_GONE and "actor" not in type(exc).__name__.lower():
-                return exc
+                last = (str(exc).strip().splitlines() or [""])[-1][:300]
+                return CouncilError(f"a Ray worker failed: {type(cause).__name__}: {last} (rerun the same command "
+                                    "to resume the batch)")
             self.deaths += 1
             log.warning("a Ray worker died (%s); its claims are taken over", type(exc).__name__)
             tries[actor] = tries.get(actor, 0) + 1
@@ -313,7 +338,11 @@ async def acheck_many_ray(claims: Any, *, config: Any = None, db: str | None = N
                 spec = WorkerSpec(config=council.config, db=store.url, recipe=council.recipe.name, batch_id=bid,
                                   batch_ledger=ledger, concurrency=max(1, concurrency // n), lease_s=lease_s)
                 driver = _Driver(ray, spec, n, progress, on_progress, bstore, restarts)
-                exhausted = await driver.run()
+                try:
+                    exhausted = await driver.run()
+                except StoreError as exc:  # the database went away (the driver's or an actor's connection)
+                    raise StoreError(f"{exc} (the batch stopped; nothing is lost: rerun the same command once the "
+                                     "database answers)") from None
             finally:
                 if own:
                     ray.shutdown()
