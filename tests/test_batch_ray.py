@@ -221,14 +221,19 @@ def test_two_invocations_share_one_database_ceiling(cluster: Any, scripted, tmp_
     assert code == 0 and re.search(r"team .*0\.012000", out), out
 
 
-def test_driver_killed_then_the_same_command_resumes(cluster: Any, scripted, tmp_path: Path, pg_url: str) -> None:  # noqa: F811
-    server = scripted(members_script(latency=0.3))
+def _batch_args(tmp_path: Path, server: Any, db: str, cluster: Any, n: int) -> list[str]:
+    """``council check`` of ``n`` claims on the module's cluster with two workers, writing out.jsonl."""
     cfg = tmp_path / "council.toml"
     cfg.write_text(to_toml(batch_config(server.base_url)), encoding="utf-8")
-    n = 24
     path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
-    args = ["check", str(path), "-c", str(cfg), "--db", pg_url, "--engine", "ray", "--ray-address", cluster.address,
+    return ["check", str(path), "-c", str(cfg), "--db", db, "--engine", "ray", "--ray-address", cluster.address,
             "--workers", "2", "-j", "4", "-q", "--out", str(tmp_path / "out.jsonl")]
+
+
+def test_driver_killed_then_the_same_command_resumes(cluster: Any, scripted, tmp_path: Path, pg_url: str) -> None:  # noqa: F811
+    server = scripted(members_script(latency=0.3))
+    n = 24
+    args = _batch_args(tmp_path, server, pg_url, cluster, n)
     proc = _start(args, tmp_path)
     try:
         _kill_when_quiet(pg_url, server, 4, time.monotonic() + 300)
@@ -265,12 +270,8 @@ def _without_council(tmp: Path) -> dict[str, Any]:
 def test_a_worker_without_the_project_is_a_clear_error_and_a_rerun_finishes(cluster: Any, scripted, tmp_path: Path,
                                                                            pg_url: str) -> None:  # noqa: F811
     server = scripted(members_script())
-    cfg = tmp_path / "council.toml"
-    cfg.write_text(to_toml(batch_config(server.base_url)), encoding="utf-8")
     n = 6
-    path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
-    args = ["check", str(path), "-c", str(cfg), "--db", pg_url, "--engine", "ray", "--ray-address", cluster.address,
-            "--workers", "2", "-j", "4", "-q", "--out", str(tmp_path / "out.jsonl")]
+    args = _batch_args(tmp_path, server, pg_url, cluster, n)
     # The job's runtime_env, as `ray job submit --runtime-env-json ...` hands it to the driver; the driver
     # runs outside the source tree (Ray puts the driver's folder on its workers' path).
     job = json.dumps({"runtime_env": _without_council(tmp_path)})
@@ -303,14 +304,9 @@ def _alive(pid: int) -> bool:
 def test_postgresql_unreachable_mid_batch_then_the_same_command_finishes(cluster: Any, scripted, tmp_path: Path,
                                                                          pg_url: str) -> None:  # noqa: F811
     server = scripted(members_script(latency=0.3))
-    cfg = tmp_path / "council.toml"
-    cfg.write_text(to_toml(batch_config(server.base_url)), encoding="utf-8")
     n = 24
-    path = write_jsonl(tmp_path / "claims.jsonl", claims(n))
     with TcpProxy(("127.0.0.1", 5432)) as proxy:  # the batch reaches PostgreSQL only through it
-        db = proxy.url(pg_url)
-        args = ["check", str(path), "-c", str(cfg), "--db", db, "--engine", "ray", "--ray-address", cluster.address,
-                "--workers", "2", "-j", "4", "-q", "--out", str(tmp_path / "out.jsonl")]
+        args = _batch_args(tmp_path, server, proxy.url(pg_url), cluster, n)
         proc = _start(args, tmp_path)
         try:
             _kill_when_quiet(pg_url, server, 4, time.monotonic() + 300)
