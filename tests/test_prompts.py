@@ -16,6 +16,7 @@ import pytest
 from council.calls.prompts import schema_text
 from council.deliberation.cascade import EscalationDraft
 from council.deliberation.review import ReviewDraft
+from council.deliberation.revision import RevisionDraft
 
 from council.calls import prompts
 from council.calls.answers import AnswerDraft
@@ -26,6 +27,7 @@ SCHEMA_ANSWER = json.dumps(AnswerDraft.model_json_schema(), separators=(",", ":"
 SCHEMA_RULING = json.dumps(RulingDraft.model_json_schema(), separators=(",", ":"))
 SCHEMA_REVIEW = schema_text(ReviewDraft)
 SCHEMA_ESCALATION = schema_text(EscalationDraft)
+SCHEMA_REVISION = schema_text(RevisionDraft)
 QUESTION = "Is the Great Wall of China visible from low Earth orbit with the naked eye?"
 NONCE = "3f9a1c2e"
 
@@ -113,6 +115,23 @@ def _contexts() -> dict[str, dict[str, Any]]:
             ],
             "nonce": NONCE,
             "schema": SCHEMA_ESCALATION,
+        },
+        "reviser.j2": {
+            "task": "check",
+            "question": "The Great Wall is visible from the Moon.",
+            "round": 2,
+            "members": 3,
+            "own": {"answer": "Yes.", "label": "SUPPORTED",
+                    "claims": [{"text": "The wall is visible from space.", "confidence": 0.55}]},
+            "clusters": [
+                {"count": 2, "text": "The wall is too narrow to see.", "yours": False, "contested": True,
+                 "contradicted": True, "reviews": "reviews: 2 accurate"},
+                {"count": 1, "text": "The wall is visible from space.", "yours": True, "contested": True,
+                 "contradicted": True, "reviews": ""},
+            ],
+            "labels": [{"label": "REFUTED", "count": 2}, {"label": "SUPPORTED", "count": 1}],
+            "nonce": NONCE,
+            "schema": SCHEMA_REVISION,
         },
     }
 
