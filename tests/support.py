@@ -253,3 +253,14 @@ def cascade_config(base_url: str, **policies: dict[str, Any]) -> dict[str, Any]:
     for name, table in policies.items():
         cfg["policies"].setdefault(name, {}).update(table)
     return cfg
+
+
+def undefended_recipe(tmp_path: Path) -> str:
+    """The shipped ``council`` recipe with ``injection_defences = false``, written under ``tmp_path``: the
+    nonce fences alone, as before the prompt-injection defences (for tests of the fences themselves)."""
+    text = (ROOT / "graphs" / "council.toml").read_text(encoding="utf-8")
+    assert "shuffle_members = true" in text
+    path = tmp_path / "council-undefended.toml"
+    path.write_text(text.replace("shuffle_members = true", "shuffle_members = true\ninjection_defences = false"),
+                    encoding="utf-8")
+    return str(path)

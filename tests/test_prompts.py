@@ -41,7 +41,7 @@ def _member_view(i: int, answer: str, claims: list[tuple[str, str, float]], labe
 def _adjudicator_ctx(members: list[dict[str, Any]], question: str = QUESTION, **changes: Any) -> dict[str, Any]:
     """An "ask" adjudicator context with no cluster to rule on, for the fence tests."""
     return {"task": "ask", "question": question, "members": members, "clusters": [], "nonce": NONCE,
-            "label_unsettled": False, "schema": SCHEMA_RULING, **changes}
+            "label_unsettled": False, "schema": SCHEMA_RULING, "defended": False, "marker": "ˆ", **changes}
 
 
 def _contexts() -> dict[str, dict[str, Any]]:
@@ -89,6 +89,8 @@ def _contexts() -> dict[str, dict[str, Any]]:
             "nonce": NONCE,
             "label_unsettled": True,
             "schema": SCHEMA_RULING,
+            "defended": True,
+            "marker": "ˆ",
         },
         "reviewer.j2": {
             "task": "check",

@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from council.calls.answers import FactLabel, require_alnum
 from .flags import ReviewReason
+from .injection import SuspiciousMember, SuspiciousSource
 
-__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "RulingDraft", "Verdict"]
+__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "RulingDraft", "Verdict", "VoteOverrule"]
 
 
 class ClusterRuling(BaseModel):
@@ -71,6 +72,24 @@ class FailedMember(BaseModel):
     reason: str
 
 
+class VoteOverrule(BaseModel):
+    """The adjudicator's label differs from where the weighted vote leaned: both sides, and which one stands."""
+
+    vote_label: FactLabel
+    """The label the weighted vote leaned to."""
+    vote_posterior: float
+    """The vote's posterior of that label."""
+    vote_settled: bool
+    """Whether the vote was confident enough to settle the label on its own."""
+    ruling_label: FactLabel
+    """The label the adjudicator ruled."""
+    ruling_confidence: float
+    """The confidence the adjudicator stated."""
+    applied: bool
+    """True when the ruling's label is the verdict's label (the adjudicator overruled the vote); False when
+    the settled vote's label stands (a settled label is not the adjudicator's to change)."""
+
+
 class Verdict(BaseModel):
     """The council's conclusion. A degraded council says so; it is never presented as a full one."""
 
@@ -90,7 +109,8 @@ class Verdict(BaseModel):
     """Claim ids the verdict rejects."""
     rationale: str = ""
     decided_by: Literal["adjudicator", "vote", "none"]
-    """Which step produced the verdict; ``none`` when no step could."""
+    """Which step decided the verdict (a fact check's label, an open question's answer); ``none`` when no
+    step could. A ruling that was rejected, or that gave no label, does not make it ``adjudicator``."""
     adjudicator_call_id: str | None = None
     """The call record of the adjudicator's successful call."""
     members_total: int
@@ -121,6 +141,18 @@ class Verdict(BaseModel):
     """Contested cluster ids nobody could settle (adjudicator failed or ruled unresolved)."""
     vote_posterior: float | None = None
     """For a fact check: the weighted vote's posterior of its label, before any adjudication."""
+    vote_label: FactLabel | None = None
+    """For a fact check: the label the weighted vote leaned to, before any adjudication."""
+    overruled_vote: VoteOverrule | None = None
+    """Set when the adjudicator's label differs from where the vote leaned ("adjudicator overruled the
+    vote" when ``applied``)."""
+    ruling_rejected: str | None = None
+    """Why the adjudicator's ruling was not used although it parsed (e.g. it cites no claim of the run)."""
+    suspicious_members: list[SuspiciousMember] = Field(default_factory=list)
+    """Members whose text looked like instructions to the model: which rule, where, the matched snippet;
+    their claims counted at chance in the vote and their text was withheld from the adjudicator."""
+    suspicious_sources: list[SuspiciousSource] = Field(default_factory=list)
+    """Source passages whose text looked like instructions to the model."""
     majority_answer: str | None = None
     """What a plain, unweighted majority of members said (the label, or the most-supported answer)."""
     best_member: str | None = None
