@@ -160,3 +160,24 @@ class Verdict(BaseModel):
     best_member_model: str | None = None
     best_member_answer: str | None = None
     """What that best single member said (its label for a fact check)."""
+
+    def warnings(self) -> list[str]:
+        """One line per attempt to steer this verdict it records: the adjudicator's label against the
+        vote's, a rejected ruling, each suspicious member (rule and snippet) and source passage."""
+        out = []
+        o = self.overruled_vote
+        if o is not None:
+            out.append(f"adjudicator overruled the vote: vote {o.vote_label} (posterior {o.vote_posterior:.2f}), "
+                       f"ruling {o.ruling_label} (confidence {o.ruling_confidence:.2f})" if o.applied else
+                       f"adjudicator ruled {o.ruling_label} against the settled vote {o.vote_label} "
+                       f"(posterior {o.vote_posterior:.2f}); the vote's label stands")
+        if self.ruling_rejected:
+            out.append(f"adjudicator's ruling rejected: {self.ruling_rejected}")
+        for m in self.suspicious_members:
+            h = m.hits[0]
+            out.append(f"suspicious member {m.member_label} ({m.model}): {', '.join(x.rule for x in m.hits)} "
+                       f"in {h.where}: {h.snippet!r}; its claims counted at {m.factor:g} of their weight")
+        for p in self.suspicious_sources:
+            h = p.hits[0]
+            out.append(f"suspicious source passage {p.passage_id}: {', '.join(x.rule for x in p.hits)}: {h.snippet!r}")
+        return out
