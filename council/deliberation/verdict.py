@@ -56,10 +56,13 @@ class RulingDraft(BaseModel):
 
 class CheckRulingDraft(RulingDraft):
     """The ruling on a fact check: the same fields, the label required (and still first in the schema), so a
-    grammar-constrained adjudicator always produces it."""
+    grammar-constrained adjudicator always produces it, and at least one cited claim."""
 
     label: FactLabel
     """SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    supported: list[str] = Field(min_length=1)
+    """Labels of the claims (``C1``...) the ruling rests on: required, at least one, so a grammar-constrained
+    adjudicator always cites (a ruling citing no claim that was shown to it is rejected anyway)."""
 
 
 class FailedMember(BaseModel):
