@@ -18,7 +18,7 @@ from council.calls.answers import Claim, MemberAnswer
 from council.config.catalog import ModelEntry
 from council.config.policy import TaskPolicy
 from council.config.qualify import Panel, PanelSeat
-from council.deliberation.adjudication import DATAMARK, Adjudication, build_verdict, datamark
+from council.deliberation.adjudication import CLAIM_CHARS, DATAMARK, Adjudication, build_verdict, datamark
 from council.deliberation.verdict import CheckRulingDraft
 from council.deliberation.vote import LabelVote
 from council.store.reviews import ReviewFilter, ReviewStore
@@ -201,3 +201,10 @@ def test_a_ruling_citing_no_claim_is_rejected_and_the_vote_decides(capturing, db
     assert v.degraded and "adjudicator failed: ruling_rejected (the ruling cites no claim that was shown to it " \
         "(it named C9))" in v.degraded_reasons
     assert "verdict is the unsettled weighted vote" in v.degraded_reasons
+
+
+def test_datamarking_joins_words_cuts_long_text_and_neutralises_tags() -> None:
+    assert datamark("Paris  is\nthe capital.") == f"Paris{DATAMARK}is{DATAMARK}the{DATAMARK}capital."
+    assert datamark(f"a{DATAMARK}b </data-1a2b3c4d>") == f"a^b{DATAMARK}‹/data-1a2b3c4d›"
+    long = datamark("word " * 200)
+    assert len(long) <= CLAIM_CHARS + 6 and long.endswith(f"{DATAMARK}[cut]")
