@@ -130,6 +130,9 @@ def _verdict_panel(v: Any, decisions: list[Any] | None = None) -> Any:
     if v.degraded:
         head.append("\nDEGRADED COUNCIL: ", style="yellow")
         head.append("; ".join(v.degraded_reasons))
+    for w in v.warnings() if hasattr(v, "warnings") else []:
+        head.append("\nWARNING: ", style="bold red")
+        head.append(w)
     decision = next((d for d in decisions or [] if d.latest), None)
     if decision is not None:
         head.append(f"\nhuman verdict: {decision.label}", style="bold")

@@ -384,3 +384,16 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+# ------------------------------------------------------------------------------------------ injection
+
+def undefended_recipe(tmp_path: Path) -> str:
+    """The shipped ``council`` recipe with ``injection_defences = false``, written under ``tmp_path``: the
+    nonce fences alone, as before the prompt-injection defences (for tests of the fences themselves)."""
+    text = (ROOT / "graphs" / "council.toml").read_text(encoding="utf-8")
+    assert "shuffle_members = true" in text
+    path = tmp_path / "council-undefended.toml"
+    path.write_text(text.replace("shuffle_members = true", "shuffle_members = true\ninjection_defences = false"),
+                    encoding="utf-8")
+    return str(path)

@@ -41,7 +41,7 @@ def _script() -> dict:
     def check(label: str, text: str) -> dict:
         return {"answer": f"{label}.", "label": label, "confidence": 0.9, "claims": [_claim(text, 0.9)]}
 
-    ruling = {"answer": "No: it is not visible to the naked eye.", "confidence": 0.8, "supported": [],
+    ruling = {"answer": "No: it is not visible to the naked eye.", "confidence": 0.8, "supported": ["C1"],
               "contradicted": [], "rationale": "scripted"}
     return panel_script(**{
         "m-a": member({"answer": "No, it is not visible.", "claims": [

@@ -23,6 +23,7 @@ import pytest
 import council
 from conftest import GREAT_WALL, answer, panel_config, panel_script, ruling
 from council import Council, MemberFailure, RunResult, Store
+from council.deliberation.adjudication import datamark
 from council.testing import ScriptedServer
 
 # Catalog prices of panel_config(), USD per million tokens (input, output).
@@ -51,7 +52,7 @@ def judge_by_position(n_claims: int = 4) -> dict[str, Any]:
             {"cluster": not_visible, "decision": "accept", "rationale": "two members, and the wall is 6 m wide"},
             {"cluster": m_c_cluster, "decision": "reject", "rationale": "contradicted by two members"},
         ]
-        answers.append({"match": f"C{k} (confidence 0.60): {M_C_CLAIM}", "content": content})
+        answers.append({"match": f"C{k} (confidence 0.60): {datamark(M_C_CLAIM)}", "content": content})
     return {"latency": 0.05, "prompt_tokens": 900, "completion_tokens": 120, "answers": answers}
 
 

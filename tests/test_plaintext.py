@@ -72,7 +72,7 @@ def test_a_council_mixes_sentence_completion_and_structured_members(scripted, db
         "chatty": {"answers": [{"content": "True, Paris is the capital."}]},
         "base": {"answers": [{"content": " true, it is the capital"}]},
         "structured": {"answers": [{"content": answer("Yes.", [(CLAIM, 0.9)], label="SUPPORTED")}]},
-        "judge": {"answers": [{"content": ruling("Paris is the capital of France.", [], label="SUPPORTED")}]},
+        "judge": {"answers": [{"content": ruling("Paris is the capital of France.", ["C1"], label="SUPPORTED")}]},
     }})
     result = Council(_sentence_config(srv.base_url), db=db_url).check(CLAIM)
     by_model = {a.model: a for a in result.answers}

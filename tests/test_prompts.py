@@ -43,7 +43,7 @@ def _member_view(i: int, answer: str, claims: list[tuple[str, str, float]], labe
 def _adjudicator_ctx(members: list[dict[str, Any]], question: str = QUESTION, **changes: Any) -> dict[str, Any]:
     """An "ask" adjudicator context with no cluster to rule on, for the fence tests."""
     return {"task": "ask", "question": question, "members": members, "clusters": [], "nonce": NONCE,
-            "label_unsettled": False, "schema": SCHEMA_RULING, **changes}
+            "label_unsettled": False, "schema": SCHEMA_RULING, "defended": False, "marker": "ˆ", **changes}
 
 
 def _contexts() -> dict[str, dict[str, Any]]:
@@ -92,6 +92,8 @@ def _contexts() -> dict[str, dict[str, Any]]:
             "nonce": NONCE,
             "label_unsettled": True,
             "schema": SCHEMA_RULING,
+            "defended": True,
+            "marker": "ˆ",
         },
         "reviewer.j2": {
             "task": "check",
@@ -212,8 +214,9 @@ def test_adjudicator_prompt_lists_every_member_and_claim():
     # The contested clusters, after the fence, and the instructions to rule on them and on the label.
     assert out.user.endswith("Clusters to rule on:\n- K1: claims C1; contradicts K2\n- K2: claims C3; contradicts K1")
     assert "could not settle the clusters listed as K1, K2" in out.system
-    assert ("The members' labels for the claim being checked disagree: decide the label.\n"
-            'Set "label" to SUPPORTED, REFUTED or NOT_ENOUGH_INFO') in out.system
+    assert ("The members' labels for the claim being checked disagree: decide the label yourself.\n"
+            'Set "label" to SUPPORTED if the claim being checked is true, REFUTED if it is false') in out.system
+    assert "That the members disagree is not a reason for NOT_ENOUGH_INFO" in out.system
 
 
 def test_adjudicator_prompt_without_contested_clusters_or_label_dispute():
@@ -222,7 +225,7 @@ def test_adjudicator_prompt_without_contested_clusters_or_label_dispute():
     assert "Clusters to rule on" not in out.user and "K1" not in out.user
     assert "could not settle the clusters" not in out.system
     assert "disagree: decide the label" not in out.system
-    assert 'Set "label" to SUPPORTED, REFUTED or NOT_ENOUGH_INFO' in out.system  # a check always needs a label
+    assert 'Set "label" to SUPPORTED if the claim being checked is true' in out.system  # a check always needs a label
     assert out.user.endswith(f"</data-{NONCE}>")
     asked = prompts.render("adjudicator.j2", **dict(ctx, task="ask"))
     assert asked.user.startswith(f"Question: {ctx['question']}")

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import GREAT_WALL, answer, panel_config, panel_script, ruling
 from council import Council, RunResult, Store, build_graph, export_graph
+from council.deliberation.adjudication import datamark
 from council.testing import ScriptedServer
 
 
@@ -42,7 +43,7 @@ def judge_for_a_against_b() -> dict[str, Any]:
         content = ruling("Not visible to the naked eye.", a_labels, [b_label], 0.9)
         content["rulings"] = [{"cluster": a_cluster, "decision": "accept", "rationale": "too narrow to see"},
                               {"cluster": b_cluster, "decision": "reject", "rationale": "a common myth"}]
-        return {"match": f"{b_label} (confidence 0.85): {B_VISIBLE}", "content": content}
+        return {"match": f"{b_label} (confidence 0.85): {datamark(B_VISIBLE)}", "content": content}
 
     return {"answers": [reply("C3", ["C1", "C2"], "K1", "K2"), reply("C1", ["C2", "C3"], "K2", "K1")]}
 

@@ -84,7 +84,10 @@ def test_flags_reach_the_batch_results_and_the_queue_filters(reviewed_batch: dic
     assert [by_id[i].needs_review for i in ("c0", "c1", "d0", "d1")] == [False, True, True, True]
     assert by_id["c1"].review_reasons == "tag: risk=high"
     assert by_id["d0"].review_reasons == ("contested: the weighted vote could not settle the verdict; "
-                                          "low_agreement: agreement 0.33 below 1.00")
+                                          "low_agreement: agreement 0.33 below 1.00; overruled_vote: adjudicator "
+                                          "ruled SUPPORTED (confidence 0.80) where the vote leaned REFUTED "
+                                          "(posterior 0.67)")
+    assert by_id["d0"].warnings.startswith("adjudicator overruled the vote: vote REFUTED (posterior 0.67)")
     assert (report.needs_review, report.unreviewed) == (3, 3)
     assert report.exit_code(allow_contested=True) == 0 and report.exit_code(allow_contested=True, require_review=True) == 3
 

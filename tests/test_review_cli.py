@@ -179,7 +179,8 @@ def test_decide_export_import_show_stats_and_the_gate(scripted, tmp_path: Path) 
     code, out, err = _run(["show", runs["d0"], "--json", *base], tmp_path)
     shown = json.loads(out)
     assert shown["verdict"]["label"] == "SUPPORTED" and [d["label"] for d in shown["decisions"]] == ["REFUTED"]
-    assert [r["condition"] for r in shown["verdict"]["review_reasons"]] == ["contested", "low_agreement"]
+    assert [r["condition"] for r in shown["verdict"]["review_reasons"]] == ["contested", "low_agreement", "overruled_vote"]
+    assert shown["verdict"]["overruled_vote"]["applied"] is True and shown["verdict"]["vote_label"] == "REFUTED"
 
     # stats: the review figures per policy
     code, out, err = _run(["stats", "--json", *base], tmp_path)

@@ -101,14 +101,16 @@ def test_check_vote_label_nobody_gave_falls_back_to_every_member() -> None:
     assert (v.best_member, v.best_member_answer) == ("C", "REFUTED")
 
 
-def test_check_ruling_without_label_takes_the_votes_label_or_not_enough_info() -> None:
+def test_check_ruling_without_label_leaves_the_label_to_the_vote_and_says_so() -> None:
     answers, clusters = _check_members()
     ruling = RulingDraft(answer="Refuted after all.", confidence=0.7, rationale="K1 is wrong")
     adj = Adjudication(ruling=ruling, call_id="call-adj")
     vote = LabelVote(label="REFUTED", posterior=0.6, settled=False)
     v, _ = verdict("check", panel(ASK, "A", "B", "C"), answers, clusters, label_vote=vote, adjudication=adj)
-    assert (v.decided_by, v.label, v.answer, v.confidence) == ("adjudicator", "REFUTED", "Refuted after all.", 0.7)
-    assert (v.rationale, v.adjudicator_call_id, v.vote_posterior) == ("K1 is wrong", "call-adj", 0.6)
+    # The label came from the vote: the verdict says so, with the vote's posterior and a member's answer.
+    assert (v.decided_by, v.label, v.answer, v.confidence) == ("vote", "REFUTED", "No, C disagrees.", 0.6)
+    assert "the adjudicator gave no label: the label is the weighted vote's" in v.degraded_reasons
+    assert (v.vote_posterior, v.vote_label, v.overruled_vote) == (0.6, "REFUTED", None)
     assert v.agreement == pytest.approx(1 / 3)
     v, _ = verdict("check", panel(ASK, "A", "B", "C"), answers, clusters, adjudication=adj)
     assert (v.label, v.agreement, v.vote_posterior) == ("NOT_ENOUGH_INFO", 0.0, None)

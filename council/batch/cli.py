@@ -190,7 +190,7 @@ def _print_summary(con: Any, report: Any) -> None:
     con.print(f"checked {report.checked} claims in {report.elapsed_s:.1f} s ({rate:.1f}/s) · spent ${report.spent_usd:.6f}"
               f"{budget} · batch total ${report.total_cost_usd:.6f} · {report.database}", markup=False, highlight=False)
     problems = [r for r in report.results if r.status in ("failed", "invalid", "skipped_budget") or r.contested
-                or (r.needs_review and r.review_label is None)]
+                or (r.needs_review and r.review_label is None) or r.warnings]
     if problems:
         from council.display import Col, print_table
 
@@ -202,7 +202,8 @@ def _print_summary(con: Any, report: Any) -> None:
         print_table(con, [Col("line", "num"), Col("id"), Col("status"), Col("contested"), Col("review"),
                           Col("why", "text")],
                     [[str(r.line), r.id, r.status, "yes" if r.contested else "", review(r),
-                      r.error or r.review_reasons or ""] for r in problems[:_SHOWN_PROBLEMS]],
+                      "; ".join(x for x in (r.error or r.review_reasons, r.warnings) if x)]
+                     for r in problems[:_SHOWN_PROBLEMS]],
                     title="claims needing attention", caption=f"… and {more} more (see --out)" if more > 0 else None,
                     text_lines=3)
 

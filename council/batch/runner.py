@@ -61,7 +61,7 @@ log = logging.getLogger("council.batch")
 
 ItemStatus = Literal["full", "degraded", "failed", "skipped_budget", "invalid", "pending", "running"]
 OUTPUT_FIELDS = ["line", "id", "status", "label", "confidence", "agreement", "degraded", "contested", "needs_review",
-                 "review_reasons", "review_label", "cost_usd", "run_id", "error", "claim"]
+                 "review_reasons", "review_label", "cost_usd", "run_id", "error", "warnings", "claim"]
 _BUDGET_OUT = "the batch budget ran out before this claim could finish; rerun with a larger --budget-usd"
 _WATCH_S = 0.5
 _NOT_STARTED = "not started: the batch budget ran out; rerun with a larger --budget-usd"
@@ -94,6 +94,9 @@ class ItemResult(BaseModel):
     """The run in the store (``council show RUN_ID``)."""
     error: str | None = None
     """Why the claim failed, degraded, was skipped or is invalid."""
+    warnings: str | None = None
+    """What the verdict records about attempts to steer it: the adjudicator overruled the vote, a ruling
+    was rejected, a member's or a source's text looked like instructions (joined by ``; ``)."""
     claim: str = ""
 
 
@@ -216,7 +219,7 @@ def _from_row(r: Any) -> ItemResult:
         contested=bool(r.contested), needs_review=bool(r.needs_review), review_reasons=r.review_reasons,
         cost_usd=round((r.prior_cost_usd or 0.0) + (r.cost_usd or 0.0), 10),
         run_id=r.run_id if r.cost_usd is not None else None,
-        error=r.error, claim=r.claim,
+        error=r.error, warnings=getattr(r, "warnings", None), claim=r.claim,
     )
 
 
@@ -363,7 +366,8 @@ class _Runner:
         verdict = outcome.verdict
         fields = dict(label=verdict.label, confidence=verdict.confidence, agreement=verdict.agreement,
                       degraded=verdict.degraded, contested=outcome.contested, needs_review=verdict.needs_human_review,
-                      review_reasons="; ".join(f"{r.condition}: {r.detail}" for r in verdict.review_reasons) or None)
+                      review_reasons="; ".join(f"{r.condition}: {r.detail}" for r in verdict.review_reasons) or None,
+                      warnings="; ".join(verdict.warnings()) or None)
         # A claim without a verdict carries no label, confidence or agreement: whatever the vote made of a
         # partial panel is not an answer (the run in the store keeps it for inspection).
         if outcome.out_of_budget:
@@ -378,10 +382,11 @@ class _Runner:
     def _result(item: Any, status: ItemStatus, *, error: str | None = None, ran: bool = True,
                 label: str | None = None, confidence: float | None = None, agreement: float | None = None,
                 degraded: bool | None = None, contested: bool = False, needs_review: bool = False,
-                review_reasons: str | None = None) -> tuple[ItemResult, dict[str, Any]]:
+                review_reasons: str | None = None, warnings: str | None = None) -> tuple[ItemResult, dict[str, Any]]:
         """The result, and the values to store (``run_cost``: the item's cost is its run's total)."""
         values = dict(status=status, label=label, confidence=confidence, agreement=agreement, degraded=degraded,
-                      contested=contested, needs_review=needs_review, review_reasons=review_reasons, error=error)
+                      contested=contested, needs_review=needs_review, review_reasons=review_reasons, error=error,
+                      warnings=warnings)
         result = ItemResult(line=item.line, id=item.shown_id, run_id=item.run_id if ran else None, claim=item.claim,
                             **values)
         return result, {**values, "run_cost": ran}

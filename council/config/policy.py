@@ -64,6 +64,11 @@ class TaskPolicy(BaseModel):
     """Flag a verdict of a degraded council (a member or the adjudicator failed, quorum not met)."""
     review_unverified_evidence: bool = True
     """With ``evidence_required``: flag a verdict that rests on no claim with a verified citation."""
+    review_overruled: bool = True
+    """Flag a fact check whose adjudicator ruled a label other than the one the weighted vote leaned to."""
+    review_suspicious: bool = True
+    """Flag a verdict where a member's answer or a source passage looked like instructions to the model
+    (``council.deliberation.injection``)."""
     review_tags: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Item tags that send a verdict to review, written as a table: ``review_tags = {risk = ["high"]}``
     flags the runs tagged risk=high (a single value may be given as a string). Held as sorted pairs so

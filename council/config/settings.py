@@ -57,6 +57,10 @@ class AdjudicationRecipe(BaseModel):
     """Prompt template (in prompts/) the adjudicator gets."""
     shuffle_members: bool = True
     """Show members to the adjudicator in an order shuffled per run."""
+    injection_defences: bool = True
+    """Defend the verdict against instructions in member and source text: flag suspicious members (their
+    claims count at chance), show the adjudicator claims only, cut and datamarked, require its ruling to
+    cite them (see ``council.deliberation.adjudication``). Off only to measure what the defences do."""
 
 
 Stage = Literal["answer", "review", "revise", "escalate", "adjudicate", "decide", "record"]

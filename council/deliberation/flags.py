@@ -18,7 +18,8 @@ from council.config.policy import TaskPolicy
 __all__ = ["REVIEW_CONDITIONS", "ReviewCondition", "ReviewReason", "review_reasons"]
 
 ReviewCondition = Literal[
-    "always", "contested", "low_agreement", "low_confidence", "degraded", "unverified_evidence", "tag"
+    "always", "contested", "low_agreement", "low_confidence", "degraded", "unverified_evidence", "tag",
+    "overruled_vote", "suspicious_input",
 ]
 REVIEW_CONDITIONS: tuple[str, ...] = ReviewCondition.__args__  # type: ignore[attr-defined]
 
@@ -42,12 +43,16 @@ def review_reasons(
     answers: list[MemberAnswer],
     support: list[str],
     tags: dict[str, str],
+    overruled: str | None = None,
+    suspicious: list[str] | None = None,
 ) -> list[ReviewReason]:
     """The conditions of ``policy`` that fire for a verdict (empty: no review needed).
 
     ``contested``: the vote could not settle the verdict (the adjudicator was asked or a cluster stayed
     unresolved). ``support``: claim ids the verdict rests on; their citations decide the evidence rule.
-    ``tags``: the run's item tags (a batch row's ``tags``)."""
+    ``tags``: the run's item tags (a batch row's ``tags``). ``overruled``: how the adjudicator's label
+    differed from where the vote leaned (None: it did not). ``suspicious``: one line per member or source
+    whose text looked like instructions to the model."""
     if policy.human_review == "never":
         return []
     if policy.human_review == "always":
@@ -69,6 +74,10 @@ def review_reasons(
         if not verified:
             out.append(ReviewReason(condition="unverified_evidence",
                                     detail="evidence is required but no claim the verdict rests on has a verified citation"))
+    if policy.review_overruled and overruled:
+        out.append(ReviewReason(condition="overruled_vote", detail=overruled))
+    if policy.review_suspicious and suspicious:
+        out.append(ReviewReason(condition="suspicious_input", detail="; ".join(suspicious)))
     for key, values in policy.review_tags:
         if tags.get(key) in values:
             out.append(ReviewReason(condition="tag", detail=f"{key}={tags[key]}"))

@@ -16,6 +16,7 @@ from council.calls.answers import MemberAnswer, MemberFailure, MemberOutcome
 from council.config.policy import TaskPolicy
 from .clusters import ClaimCluster, cluster_claims
 from .embeddings import Embedder
+from .injection import SuspiciousMember, SuspiciousSource, scan_answers, scan_passages, suspicious_factors
 from .sources import Passage, verify_quote
 from .vote import LabelVote, settle_clusters, vote_label
 
@@ -33,6 +34,10 @@ class Reconciliation(BaseModel):
     needs_adjudicator: bool
     reason: str
     """Why the adjudicator is (or is not) needed."""
+    suspicious: list[SuspiciousMember] = []
+    """Members whose text looked like instructions to the model: their claims counted at chance."""
+    suspicious_sources: list[SuspiciousSource] = []
+    """Source passages whose text looked like instructions to the model."""
 
 
 def verified_answers(
@@ -89,12 +94,20 @@ def reconcile(
     policy: TaskPolicy,
     sources_given: bool,
     claim_factors: dict[str, float] | None = None,
+    passages: list[Passage] | None = None,
+    detect_injection: bool = True,
 ) -> Reconciliation:
     """Cluster the answers' claims and settle what the weighted vote can; see the module docstring.
 
     ``claim_factors`` (claim id -> factor in [0, 1]) scales how far a claim's weight may move from
     chance: peer reviewers' judgements, when a recipe has a review stage (1.0 = no change).
+    ``detect_injection``: members whose text trips a rule of ``council.deliberation.injection`` are
+    suspicious, their claims and label counted at ``SUSPICIOUS_FACTOR``; ``passages`` are scanned too.
     """
+    suspicious = scan_answers(answers) if detect_injection else []
+    flagged_passages = scan_passages(passages or []) if detect_injection else []
+    if suspicious:
+        claim_factors = suspicious_factors(answers, suspicious, claim_factors)
     all_claims = [c for a in answers for c in a.claims]
     clusters = cluster_claims(all_claims, embedder)
     cluster_of = {cid: k.cluster_id for k in clusters for cid in k.claim_ids}
@@ -103,10 +116,12 @@ def reconcile(
     by_id = {c.claim_id: c for a in answers for c in a.claims}
     settle_clusters(clusters, by_id, reliability, policy, sources_given, claim_factors=claim_factors)
     quorum_met = len(answers) >= policy.quorum
-    label = (vote_label(answers, reliability, policy, sources_given, claim_factors=claim_factors)
+    label = (vote_label(answers, reliability, policy, sources_given, claim_factors=claim_factors,
+                        member_factors={m.member_label: m.factor for m in suspicious})
              if task == "check" and answers else None)
     if label is not None and not quorum_met:
         label.settled = False
     needs, why = adjudication_need(task, answers, clusters, label, quorum_met)
     return Reconciliation(answers=answers, failures=failures, clusters=clusters, label_vote=label,
-                          needs_adjudicator=needs, reason=why)
+                          needs_adjudicator=needs, reason=why, suspicious=suspicious,
+                          suspicious_sources=flagged_passages)

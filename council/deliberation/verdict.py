@@ -8,8 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from council.calls.answers import FactLabel, require_alnum
 from .flags import ReviewReason
+from .injection import SuspiciousMember, SuspiciousSource
 
-__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "Flip", "RulingDraft", "Verdict"]
+__all__ = ["CheckRulingDraft", "ClusterRuling", "FailedMember", "Flip", "RulingDraft", "Verdict", "VoteOverrule"]
 
 
 class ClusterRuling(BaseModel):
@@ -55,10 +56,13 @@ class RulingDraft(BaseModel):
 
 class CheckRulingDraft(RulingDraft):
     """The ruling on a fact check: the same fields, the label required (and still first in the schema), so a
-    grammar-constrained adjudicator always produces it."""
+    grammar-constrained adjudicator always produces it, and at least one cited claim."""
 
     label: FactLabel
     """SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    supported: list[str] = Field(min_length=1)
+    """Labels of the claims (``C1``...) the ruling rests on: required, at least one, so a grammar-constrained
+    adjudicator always cites (a ruling citing no claim that was shown to it is rejected anyway)."""
 
 
 class FailedMember(BaseModel):
@@ -92,6 +96,24 @@ class Flip(BaseModel):
     """The label after; for a claim ``retracted`` or ``stated``."""
 
 
+class VoteOverrule(BaseModel):
+    """The adjudicator's label differs from where the weighted vote leaned: both sides, and which one stands."""
+
+    vote_label: FactLabel
+    """The label the weighted vote leaned to."""
+    vote_posterior: float
+    """The vote's posterior of that label."""
+    vote_settled: bool
+    """Whether the vote was confident enough to settle the label on its own."""
+    ruling_label: FactLabel
+    """The label the adjudicator ruled."""
+    ruling_confidence: float
+    """The confidence the adjudicator stated."""
+    applied: bool
+    """True when the ruling's label is the verdict's label (the adjudicator overruled the vote); False when
+    the settled vote's label stands (a settled label is not the adjudicator's to change)."""
+
+
 class Verdict(BaseModel):
     """The council's conclusion. A degraded council says so; it is never presented as a full one."""
 
@@ -111,7 +133,8 @@ class Verdict(BaseModel):
     """Claim ids the verdict rejects."""
     rationale: str = ""
     decided_by: Literal["adjudicator", "vote", "none"]
-    """Which step produced the verdict; ``none`` when no step could."""
+    """Which step decided the verdict (a fact check's label, an open question's answer); ``none`` when no
+    step could. A ruling that was rejected, or that gave no label, does not make it ``adjudicator``."""
     adjudicator_call_id: str | None = None
     """The call record of the adjudicator's successful call."""
     members_total: int
@@ -148,6 +171,18 @@ class Verdict(BaseModel):
     """Contested cluster ids nobody could settle (adjudicator failed or ruled unresolved)."""
     vote_posterior: float | None = None
     """For a fact check: the weighted vote's posterior of its label, before any adjudication."""
+    vote_label: FactLabel | None = None
+    """For a fact check: the label the weighted vote leaned to, before any adjudication."""
+    overruled_vote: VoteOverrule | None = None
+    """Set when the adjudicator's label differs from where the vote leaned ("adjudicator overruled the
+    vote" when ``applied``)."""
+    ruling_rejected: str | None = None
+    """Why the adjudicator's ruling was not used although it parsed (e.g. it cites no claim of the run)."""
+    suspicious_members: list[SuspiciousMember] = Field(default_factory=list)
+    """Members whose text looked like instructions to the model: which rule, where, the matched snippet;
+    their claims counted at chance in the vote and their text was withheld from the adjudicator."""
+    suspicious_sources: list[SuspiciousSource] = Field(default_factory=list)
+    """Source passages whose text looked like instructions to the model."""
     majority_answer: str | None = None
     """What a plain, unweighted majority of members said (the label, or the most-supported answer)."""
     best_member: str | None = None
@@ -155,3 +190,24 @@ class Verdict(BaseModel):
     best_member_model: str | None = None
     best_member_answer: str | None = None
     """What that best single member said (its label for a fact check)."""
+
+    def warnings(self) -> list[str]:
+        """One line per attempt to steer this verdict it records: the adjudicator's label against the
+        vote's, a rejected ruling, each suspicious member (rule and snippet) and source passage."""
+        out = []
+        o = self.overruled_vote
+        if o is not None:
+            out.append(f"adjudicator overruled the vote: vote {o.vote_label} (posterior {o.vote_posterior:.2f}), "
+                       f"ruling {o.ruling_label} (confidence {o.ruling_confidence:.2f})" if o.applied else
+                       f"adjudicator ruled {o.ruling_label} against the settled vote {o.vote_label} "
+                       f"(posterior {o.vote_posterior:.2f}); the vote's label stands")
+        if self.ruling_rejected:
+            out.append(f"adjudicator's ruling rejected: {self.ruling_rejected}")
+        for m in self.suspicious_members:
+            h = m.hits[0]
+            out.append(f"suspicious member {m.member_label} ({m.model}): {', '.join(x.rule for x in m.hits)} "
+                       f"in {h.where}: {h.snippet!r}; its claims counted at {m.factor:g} of their weight")
+        for p in self.suspicious_sources:
+            h = p.hits[0]
+            out.append(f"suspicious source passage {p.passage_id}: {', '.join(x.rule for x in p.hits)}: {h.snippet!r}")
+        return out

@@ -132,12 +132,16 @@ def answer_confidence(answer: MemberAnswer) -> float | None:
 def vote_label(
     answers: list[MemberAnswer], reliability: dict[str, float], policy: TaskPolicy, sources_given: bool,
     claim_factors: dict[str, float] | None = None,
+    member_factors: dict[str, float] | None = None,
 ) -> LabelVote:
     """Weighted vote over SUPPORTED/REFUTED labels; NOT_ENOUGH_INFO and missing labels abstain.
 
     ``claim_factors`` (peer reviews): a member's label counts with the mean factor of its judged claims,
-    as in ``settle_clusters`` (a member whose reasons reviewers judged inaccurate counts less)."""
+    as in ``settle_clusters`` (a member whose reasons reviewers judged inaccurate counts less).
+    ``member_factors`` (member label -> factor): caps that factor for the whole member (a suspicious
+    member's label counts at chance even when it stated no claim)."""
     factors = claim_factors or {}
+    capped = member_factors or {}
     votes: dict[str, FactLabel] = {a.member_label: a.label for a in answers if a.label is not None}
     log_odds = 0.0
     voters = 0
@@ -147,8 +151,11 @@ def vote_label(
         evidence_ok = not sources_given or any(c.verified for cl in a.claims for c in cl.citations)
         p = effective_accuracy(reliability.get(a.model, policy.reliability_prior), answer_confidence(a), evidence_ok)
         judged = [factors[c.claim_id] for c in a.claims if c.claim_id in factors]
-        if judged:
-            p = 0.5 + (p - 0.5) * min(max(sum(judged) / len(judged), 0.0), 1.0)
+        factor = sum(judged) / len(judged) if judged else 1.0
+        if a.member_label in capped:
+            factor = min(factor, capped[a.member_label])
+        if factor != 1.0:
+            p = 0.5 + (p - 0.5) * min(max(factor, 0.0), 1.0)
         log_odds += weight(p) if a.label == "SUPPORTED" else -weight(p)
         voters += 1
     if voters == 0:

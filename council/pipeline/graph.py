@@ -292,7 +292,8 @@ async def reconcile(state: CouncilState, runtime: Runtime[GraphDeps]) -> Council
     factors = review_factors(deps, state.get("reviews", []), member_policy)
     rec = reconcile_answers(task=req.task, answers=answers, failures=failures, embedder=embedder,
                             reliability=plan_.reliability, policy=member_policy, sources_given=bool(plan_.passages),
-                            claim_factors=factors)
+                            claim_factors=factors, passages=plan_.passages,
+                            detect_injection=deps.recipe.adjudication.injection_defences)
     deps.store.add_reconciliation(req.run_id, rec.answers, rec.clusters)
     if plan_.revision_policy is None:
         return {"reconciliation": rec}
@@ -334,6 +335,7 @@ async def adjudicate(state: CouncilState, runtime: Runtime[GraphDeps]) -> Counci
         sink=deps.store.add_call, budget=deps.budget_of(req.run_id),
         first_attempt=next_attempt(deps.store, req.run_id, "adjudicate", "adjudicator") if req.resume else 1,
         on_send=_intent(deps), review_notes=review_notes(state.get("reviews", [])), limiter=deps.limiter,
+        suspicious=rec.suspicious, defences=recipe.adjudication.injection_defences,
     )
     return {"adjudication": result}
 
@@ -347,6 +349,7 @@ async def decide(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilSta
         failures=rec.failures, clusters=rec.clusters, label_vote=rec.label_vote,
         adjudication=state.get("adjudication"), reliability=plan_.reliability,
         quality={e.name: e.quality for e in deps.catalog}, tags=req.tags,
+        suspicious=rec.suspicious, suspicious_sources=rec.suspicious_sources,
     )
     verdict = with_stage_outcomes(verdict, state.get("reviews", []), state.get("escalations", []), state)
     # Only the clusters' final statuses are new here: reconcile already stored the claims.

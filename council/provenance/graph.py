@@ -12,6 +12,8 @@ node ids are ``kind:id`` (``claim:ab12...``). Edges carry ``relation`` (also the
     Claim -cites-> Passage (``verified`` on the edge)                 Passage -part_of-> Source
     ReviewDecision -reviewed-> Verdict  ReviewDecision -attributed_to-> Person
     ReviewDecision -part_of-> Run       ReviewDecision -supersedes-> ReviewDecision
+    Verdict -overruled-> VoteOverrule (the adjudicator's label against where the vote leaned)
+    Verdict -noted-> InjectionFlag -flags-> Answer | Claim | Passage (rule and snippet on the flag)
 
 So every claim reaches the billing record and the model that produced it (claim -> answer -> call ->
 model) and the policy that governed that call (call -> policy). ``trace_claim`` (from ``council.trace``)
@@ -196,6 +198,38 @@ def _verdict_node(g: Any, run: StoredRun, run_n: str, edge: Any) -> None:
     for k in run.clusters:
         g.add_edge(vid, f"cluster:{k.cluster_id}", key="settled", relation="settled", status=k.status,
                    settled_by=k.settled_by)
+    _injection_nodes(g, run, vid, edge)
+
+
+def _injection_nodes(g: Any, run: StoredRun, vid: str, edge: Any) -> None:
+    """What the verdict records about attempts to steer it: a VoteOverrule node when the adjudicator's
+    label differed from the vote's, an InjectionFlag node per rule that fired on a member's or a source's
+    text, linked to the answer, claim or passage it fired on."""
+    v = run.verdict
+    assert v is not None
+    if v.overruled_vote is not None:
+        oid = f"overrule:{v.verdict_id}"
+        o = v.overruled_vote
+        g.add_node(oid, **_attrs("VoteOverrule", f"vote {o.vote_label} vs ruling {o.ruling_label}"
+                                 + ("" if o.applied else " (vote stands)"), o.model_dump(mode="json")))
+        edge(vid, oid, "overruled")
+    answer_of = {a.member_label: f"answer:{a.answer_id}" for a in run.answers}
+    flagged = [(m.member_label, h) for m in v.suspicious_members for h in m.hits]
+    flagged += [(f"passage {p.passage_id}", h) for p in v.suspicious_sources for h in p.hits]
+    for who, h in flagged:
+        fid = f"injection:{v.verdict_id}:{who}:{h.rule}:{h.where}"
+        g.add_node(fid, **_attrs("InjectionFlag", f"{h.rule} in {who}", {"flagged": who, **h.model_dump()}))
+        edge(vid, fid, "noted")
+        if h.where == "answer" and who in answer_of:
+            target = answer_of[who]
+        elif h.where.startswith("claim:"):
+            target = f"claim:{h.where.removeprefix('claim:')}"
+        elif h.where.startswith("passage:"):
+            target = f"passage:{run.run_id}:{h.where.removeprefix('passage:')}"
+        else:
+            continue
+        if target in g:
+            edge(fid, target, "flags")
 
 
 def _decision_nodes(g: Any, run: StoredRun, run_n: str, edge: Any) -> None:
@@ -309,7 +343,10 @@ def to_prov(run: StoredRun) -> Any:
     if v is not None:
         ent = doc.entity(q("verdict", v.verdict_id), attrs("Verdict", {"answer": v.answer, "label": v.label,
                                                                        "confidence": v.confidence, "degraded": v.degraded,
-                                                                       "decided_by": v.decided_by}))
+                                                                       "decided_by": v.decided_by,
+                                                                       "overruled_vote": v.overruled_vote is not None,
+                                                                       "suspicious_members": ",".join(
+                                                                           m.member_label for m in v.suspicious_members)}))
         if v.adjudicator_call_id:
             doc.wasGeneratedBy(ent, q("call", v.adjudicator_call_id))
         else:

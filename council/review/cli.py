@@ -43,7 +43,7 @@ TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only runs
                                                   show_default=False)]
 ConditionOpt = Annotated[str | None, typer.Option(
     "--condition", help="Only runs flagged for this condition: always, contested, low_agreement, low_confidence, "
-    "degraded, unverified_evidence, tag.", show_default=False)]
+    "degraded, unverified_evidence, tag, overruled_vote, suspicious_input.", show_default=False)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Include runs that already have a decision.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many runs.", show_default=False)]
 

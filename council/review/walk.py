@@ -34,6 +34,7 @@ def _short(text: str, n: int) -> str:
 
 def render_item(run: Any, item: QueueItem, position: int, total: int) -> list[Any]:
     """The rich renderables that show one flagged run (``run``: its ``StoredRun``)."""
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -44,6 +45,8 @@ def render_item(run: Any, item: QueueItem, position: int, total: int) -> list[An
                  f"confidence {v.confidence:.2f} · agreement {v.agreement:.2f} · decided by {v.decided_by}"
                  f"{' · DEGRADED' if v.degraded else ''}\n")
     head += "flagged: " + "; ".join(f"{r.condition} ({r.detail})" for r in item.reasons)
+    for w in v.warnings() if v is not None else []:
+        head += f"\n[bold red]warning:[/bold red] {escape(w)}"
     if item.tags:
         head += "\ntags: " + ", ".join(f"{k}={val}" for k, val in sorted(item.tags.items()))
     if item.batch_id:

@@ -169,7 +169,7 @@ class BatchStore:
                         status="pending", tries=tries + 1, leases=0, run_id=run_id_for(batch_id, key, tries + 1),
                         prior_cost_usd=(prior or 0.0) + (cost or 0.0), cost_usd=None, error=None,
                         label=None, confidence=None, agreement=None, degraded=None, contested=None,
-                        needs_review=None, review_reasons=None,
+                        needs_review=None, review_reasons=None, warnings=None,
                         updated_at=_now()))
 
     def reclaim(self, batch_id: str) -> int:

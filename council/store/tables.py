@@ -180,6 +180,9 @@ class BatchItemRow(SQLModel, table=True):
     """The verdict was flagged for human review (added by migration 0005)."""
     review_reasons: str | None = None
     """The review conditions that fired, ``condition: detail`` joined by ``; `` (added by migration 0005)."""
+    warnings: str | None = None
+    """What the verdict records about attempts to steer it (adjudicator overruled the vote, suspicious
+    members or sources), joined by ``; `` (added by migration 0010)."""
     cost_usd: float | None = None
     error: str | None = None
     updated_at: datetime
@@ -459,6 +462,10 @@ def _m0009_revision_rounds(conn: Any) -> None:
     _add_column(conn, "answers", "superseded_by", "VARCHAR")
 
 
+def _m0010_verdict_warnings(conn: Any) -> None:
+    _add_column(conn, "batch_items", "warnings", "VARCHAR")
+
+
 # Append-only: a released migration is never edited, a new one is added with the next number.
 MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0001_initial", _m0001_initial),
@@ -470,4 +477,5 @@ MIGRATIONS: list[tuple[str, Callable[[Any], None]]] = [
     ("0007_budget_ledgers", _m0007_budget_ledgers),
     ("0008_evals", _m0008_evals),
     ("0009_revision_rounds", _m0009_revision_rounds),
+    ("0010_verdict_warnings", _m0010_verdict_warnings),
 ]

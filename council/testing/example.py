@@ -171,6 +171,8 @@ def _judge() -> list[dict[str, Any]]:
     order of first appearance, and every member's first claim is its main one, so the dissent's cluster is
     K1 exactly when the dissent is C1. A scripted answer matches one substring: the dissent's label, its
     confidence and evidence note, and its text, as the adjudicator prompt prints them."""
+    from council.deliberation.adjudication import datamark  # the claims' text as the adjudicator is shown it
+
     out = []
     for dissent, evidence, verdict, label in (
         ("The Great Wall is visible to the naked eye", "; 0 of 1 citations verified",
@@ -187,7 +189,7 @@ def _judge() -> list[dict[str, Any]]:
                  "rationale": "Stated by most members." if first else "Contradicted by the other members."},
             ]
             others = [f"C{j}" for j in range(1, _MAX_CLAIMS + 1) if j != k]
-            out.append({"match": f"C{k} (confidence {_DISSENT_CONFIDENCE:.2f}{evidence}): {dissent}",
+            out.append({"match": f"C{k} (confidence {_DISSENT_CONFIDENCE:.2f}{evidence}): {datamark(dissent)}",
                         "content": _ruling(verdict, others, [f"C{k}"], rulings, label)})
     out.append({"match": "", "content": _ruling("The members' answers could not be reconciled.", [], [], [])})
     return out
