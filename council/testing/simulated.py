@@ -104,6 +104,8 @@ def simulated_panel(n: int, accuracies: dict[str, float], *, prices: dict[str, t
         judge_says = truth if rng.random() < judge_accuracy else not truth
         models["judge"]["answers"].append({"match": key, "content": {
             "answer": f"{key} is {'true' if judge_says else 'not true'}.",
-            "label": "SUPPORTED" if judge_says else "REFUTED", "confidence": judge_accuracy, "rationale": "simulated"}})
+            "label": "SUPPORTED" if judge_says else "REFUTED", "confidence": judge_accuracy, "rationale": "simulated",
+            # A fact-check ruling must cite a claim it was shown (C1 is always one).
+            "supported": ["C1"]}})
     return SimulatedPanel(script={"seed": seed, "models": models}, golden=golden, accuracies=dict(accuracies),
                           prices=prices, right=right)
