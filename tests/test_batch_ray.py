@@ -221,6 +221,14 @@ def test_two_invocations_share_one_database_ceiling(cluster: Any, scripted, tmp_
     assert code == 0 and re.search(r"team .*0\.012000", out), out
 
 
+def _finished_once(tmp_path: Path, pg_url: str, server: Any, n: int) -> None:
+    """The rerun finished the batch: every claim in out.jsonl, full, stored once; one record per request."""
+    results = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["id"] for r in results) == sorted(c["id"] for c in claims(n)) and {r["status"] for r in results} == {"full"}
+    _each_claim_once(pg_url, n)
+    _calls_match_requests(pg_url, server)
+
+
 def _batch_args(tmp_path: Path, server: Any, db: str, cluster: Any, n: int) -> list[str]:
     """``council check`` of ``n`` claims on the module's cluster with two workers, writing out.jsonl."""
     cfg = tmp_path / "council.toml"
@@ -246,10 +254,7 @@ def test_driver_killed_then_the_same_command_resumes(cluster: Any, scripted, tmp
     assert db_rows(pg_url, "SELECT COUNT(*) FROM batch_items WHERE status = 'full'")[0][0] < n
     code, out, err = _finish(_start(args, tmp_path), timeout=400)
     assert code == 0, err
-    results = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert sorted(r["id"] for r in results) == sorted(c["id"] for c in claims(n)) and {r["status"] for r in results} == {"full"}
-    _each_claim_once(pg_url, n)
-    _calls_match_requests(pg_url, server)
+    _finished_once(tmp_path, pg_url, server, n)
 
 
 
@@ -330,10 +335,7 @@ def test_postgresql_unreachable_mid_batch_then_the_same_command_finishes(cluster
         proxy.restore()
         code, out, err = _finish(_start(args, tmp_path), timeout=400)
     assert code == 0, err
-    results = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert sorted(r["id"] for r in results) == sorted(c["id"] for c in claims(n)) and {r["status"] for r in results} == {"full"}
-    _each_claim_once(pg_url, n)
-    _calls_match_requests(pg_url, server)
+    _finished_once(tmp_path, pg_url, server, n)
 
 
 def _start(args: list[str], tmp: Path) -> Any:
