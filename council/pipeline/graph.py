@@ -351,7 +351,7 @@ async def decide(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilSta
         quality={e.name: e.quality for e in deps.catalog}, tags=req.tags,
         suspicious=rec.suspicious, suspicious_sources=rec.suspicious_sources,
     )
-    verdict = with_stage_outcomes(verdict, state.get("reviews", []), state.get("escalations", []), state)
+    verdict = with_stage_outcomes(verdict, state)
     # Only the clusters' final statuses are new here: reconcile already stored the claims.
     deps.store.add_reconciliation(req.run_id, [], clusters)
     return {"verdict": verdict}

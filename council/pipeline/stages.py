@@ -248,11 +248,10 @@ async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilS
 
 # --------------------------------------------------------------------------------------------- verdict
 
-def with_stage_outcomes(verdict: Verdict, reviews: list[Review], escalations: list[Escalation],
-                        state: CouncilState | None = None) -> Verdict:
-    """The verdict with what the review, revise and escalate stages contributed, and their failures as
-    degradation."""
-    state = state or {}
+def with_stage_outcomes(verdict: Verdict, state: CouncilState) -> Verdict:
+    """The verdict with what the review, revise and escalate stages contributed (read from the run's state),
+    and their failures as degradation."""
+    reviews, escalations = state.get("reviews", []), state.get("escalations", [])
     reasons = list(verdict.degraded_reasons) + list(state.get("revision_missing", []))
     for r in reviews:
         if r.status == "failed":
