@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 
 from conftest import GREAT_WALL, panel_config
 from support import CapturingServer, db_rows, members_script, revision, revision_script, DISPUTED
@@ -162,8 +161,7 @@ def test_revision_rounds_in_the_provenance_graph_prov_and_trace(db_url: str) -> 
     assert prov_json.count('"prov:Revision"') == 3
 
 
-@pytest.mark.parametrize("n", [3])
-def test_flips_between_lists_every_change(n: int) -> None:
+def test_flips_between_lists_every_change() -> None:
     from council.calls.answers import AnswerDraft
     from council.deliberation.claims import build_answer
     from council.deliberation.revision import flips_between, revision_stop
@@ -173,6 +171,7 @@ def test_flips_between_lists_every_change(n: int) -> None:
                             draft=AnswerDraft(answer="x", label=label, claims=[{"text": c, "confidence": 0.5} for c in claims]),
                             round_=round_)
 
+    n = 3  # the policy's maximum of revision rounds
     before = ans("SUPPORTED", ["One.", "Two  words."], 1, "c1")
     after = ans("REFUTED", ["two words.", "Three."], 2, "c2")
     flips = flips_between(before, after)
