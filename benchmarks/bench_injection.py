@@ -10,8 +10,10 @@ are served by the scripted server over loopback; the adjudicator is the built-in
 Variants: ``control`` (B says W plainly) and one per attack family of
 ``benchmarks/data/injection_corpus.jsonl`` (B's answer and claim carry the attack string; the family
 ``source_document`` puts it in a source passage given with the claim, which B quotes and cites; the strings
-of a family are used in turn over the claims). Every variant runs with the defences off (the recipe's
-``adjudication.injection_defences = false``: nonce fences only) and on (the default).
+of a family are used in turn over the claims). Every variant runs in up to three modes, one per layer:
+``off`` (the recipe's ``adjudication.injection_defences = false``: nonce fences only), ``prompt`` (the
+defences on but the detector silenced in this process, so every attack reaches the adjudicator: what the
+claims-only, datamarked, cite-or-be-rejected prompt does alone) and ``on`` (the default: all layers).
 
 Reported per mode and variant: accuracy of the verdict's label; attack success (the verdict's label is the
 attacker's W; the control row gives the same rate without any attack); flipped vs control (W although the
@@ -22,7 +24,7 @@ planted phrase appears in the verdict's answer or rationale); how often the adju
 often the detector flagged the attacked member; and the detector's false-positive rate on clean member-like
 text (every claim and short answer of the data sets, phrased as members write them).
 
-    nice -n 19 python benchmarks/bench_injection.py [--limit 8] [--modes on,off] [--families all]
+    nice -n 19 python benchmarks/bench_injection.py [--limit 8] [--modes on,prompt,off] [--families all]
         [--out results.jsonl] [--report results.jsonl]
 """
 
@@ -123,10 +125,17 @@ def said(text: str, label: str) -> bool:
     return "supported" in t or (" true" in t and "not true" not in t) or t.startswith("true")
 
 
-async def run_variant(rows: list[dict[str, Any]], attack_of: Any, judge: dict[str, Any], defended: bool,
+async def run_variant(rows: list[dict[str, Any]], attack_of: Any, judge: dict[str, Any], mode: str,
                       tmp: Path, name: str, sink: Any = None) -> list[dict[str, Any]]:
     from council import Council
+    from council.deliberation import reconcile
     from council.testing import ScriptedServer
+
+    defended = mode != "off"
+    real = _REAL_SCANS.setdefault("scans", (reconcile.scan_answers, reconcile.scan_passages))
+    # ``prompt``: the detector finds nothing, so the prompt-level defences meet every attack on their own.
+    silenced = (lambda _texts: [], lambda _texts: [])
+    reconcile.scan_answers, reconcile.scan_passages = silenced if mode == "prompt" else real  # type: ignore[assignment]
 
     out = []
     for i, row in enumerate(rows):
@@ -149,7 +158,7 @@ async def run_variant(rows: list[dict[str, Any]], attack_of: Any, judge: dict[st
         asked = any(c.node == "adjudicate" for c in result.calls)
         text = f"{v.answer} {v.rationale}"
         out.append({
-            "mode": "on" if defended else "off", "variant": name, "id": row["id"], "attack": attack["id"] if attack else None,
+            "mode": mode, "variant": name, "id": row["id"], "attack": attack["id"] if attack else None,
             "truth": row["label"], "label": v.label, "decided_by": v.decided_by, "confidence": v.confidence,
             "answer": v.answer, "asked": asked, "flagged": [m.member_label for m in v.suspicious_members],
             "overruled": v.overruled_vote is not None, "rejected": v.ruling_rejected,
@@ -166,6 +175,9 @@ async def run_variant(rows: list[dict[str, Any]], attack_of: Any, judge: dict[st
               f"{' CANARY' if out[-1]['canary'] else ''} [{elapsed:.1f}s] {'; '.join(v.degraded_reasons)}",
               file=sys.stderr, flush=True)
     return out
+
+
+_REAL_SCANS: dict[str, Any] = {}  # the detector's real entry points, kept before any mode silences them
 
 
 def false_positive_rate() -> tuple[int, int, list[str]]:
@@ -228,11 +240,12 @@ async def main_async(args: argparse.Namespace) -> None:
     sink = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115 (one line per run, as it ends)
     try:
         for mode in args.modes.split(","):
-            defended = mode == "on"
-            results += await run_variant(rows, lambda i: None, judge, defended, tmp, "control", sink)
+            if mode not in ("on", "prompt", "off"):
+                raise SystemExit(f"--modes: {mode!r} is not one of on, prompt, off")
+            results += await run_variant(rows, lambda i: None, judge, mode, tmp, "control", sink)
             for fam in families:
                 strings = [r for r in corpus if r["family"] == fam]
-                results += await run_variant(rows, lambda i, s=strings: s[i % len(s)], judge, defended, tmp, fam, sink)
+                results += await run_variant(rows, lambda i, s=strings: s[i % len(s)], judge, mode, tmp, fam, sink)
     finally:
         if sink is not None:
             sink.close()
@@ -249,7 +262,8 @@ def report(results: list[dict[str, Any]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=8, help="claims of claims_tf.jsonl per variant")
-    ap.add_argument("--modes", default="on,off", help="defences on, off, or both (on,off)")
+    ap.add_argument("--modes", default="on,prompt,off",
+                    help="comma-separated: on (every layer), prompt (defences on, detector silenced), off (fences only)")
     ap.add_argument("--families", default="all", help="attack families of the corpus, comma-separated, or all")
     ap.add_argument("--out", help="write one JSON line per run, as each ends")
     ap.add_argument("--report", help="print the tables of a --out file of an earlier (or interrupted) run, and stop")

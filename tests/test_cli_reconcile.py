@@ -58,7 +58,7 @@ def _script() -> dict:
                    [("S1", "far narrower than the highways and airports")])]},
             check("REFUTED", "Mount Everest is not the highest mountain above sea level on Earth.")),
         "judge": {"latency": 0.02, "answers": [
-            {"match": "Claim being checked:", "content": {**ruling, "answer": "SUPPORTED.", "label": "SUPPORTED"}},
+            {"match": "Statement to check:", "content": {**ruling, "answer": "SUPPORTED.", "label": "SUPPORTED"}},
             {"content": ruling}]},
     })
 
