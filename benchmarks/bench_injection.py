@@ -148,7 +148,7 @@ async def run_variant(rows: list[dict[str, Any]], attack_of: Any, judge: dict[st
             p.write_text(doc, encoding="utf-8")
             sources = [p]
         with ScriptedServer(script) as srv:
-            db = f"sqlite:///{tmp / f'{name}-{i}-{int(defended)}.db'}"  # one store per run: nothing reused
+            db = f"sqlite:///{tmp / f'{name}-{i}-{mode}.db'}"  # one store per run and mode: nothing learned
             council = Council(config(srv.base_url, judge, db), recipe=recipe_path(tmp, defended))
             t0 = time.perf_counter()
             result = await council.acheck(row["claim"], sources=sources)

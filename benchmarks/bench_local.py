@@ -55,12 +55,13 @@ def db_url(db: str | None) -> str:
     return db if "://" in db else f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
-async def run(claims: list[dict[str, str]], url: str, out: Path | None, concurrency: int = 1) -> dict[str, Any]:
+async def run(claims: list[dict[str, str]], url: str, out: Path | None, concurrency: int = 1,
+              recipe: str | None = None) -> dict[str, Any]:
     from council import Council
     from council.config.local import runtime
 
     os.environ.pop("COUNCIL_CONFIG", None)  # the point is the built-in local panel
-    council = Council(db=url)
+    council = Council(db=url, recipe=recipe)
     if not council.demo:
         raise SystemExit("Council() did not pick the local demonstration panel")
     t0 = time.perf_counter()
@@ -94,6 +95,8 @@ async def run(claims: list[dict[str, str]], url: str, out: Path | None, concurre
                 "served_by": {a.member_label: a.model for a in result.answers},
                 "answers": {a.member_label: a.answer for a in result.answers},
                 "failed": {f.member_label: f.error_kind for f in result.failures},
+                "calls_by_node": dict(Counter(c.node for c in result.calls)),
+                "escalated": [e.target for e in result.escalations],
             }
             rows.append(row)
             calls.extend(result.calls)
@@ -114,9 +117,10 @@ async def run(claims: list[dict[str, str]], url: str, out: Path | None, concurre
     wall_s = time.perf_counter() - t0
     rows.sort(key=lambda r: r["id"])
     seats = council.store.load_run(rows[0]["run_id"]).panel if rows else []
-    members = {s["label"]: s["chain"][0] for s in seats if s["label"] != "adjudicator"}
+    members = {s["label"]: s["chain"][0] for s in seats  # the members: not the adjudicator, not a strong tier
+               if s["label"] != "adjudicator" and not s["label"].startswith("strong-")}
     return {"rows": rows, "calls": calls, "startup_s": startup_s, "warmup_s": warmup_s, "members": members,
-            "wall_s": wall_s, "concurrency": concurrency}
+            "wall_s": wall_s, "concurrency": concurrency, "recipe": recipe or "council"}
 
 
 def report(res: dict[str, Any]) -> None:
@@ -167,6 +171,14 @@ def report(res: dict[str, Any]) -> None:
                f"{secs[0]:.1f}", f"{secs[-1]:.1f}", f"{sum(secs):.0f}", f"{res['startup_s']:.1f}",
                f"{res['warmup_s']:.1f}")
     con.print(st)
+    nodes: Counter[str] = Counter()
+    for r in rows:
+        nodes.update(r["calls_by_node"])
+    esc = [r for r in rows if "label" in r["escalated"]]
+    right = lambda rs: f"{sum(r['verdict'] == r['truth'] for r in rs)}/{len(rs)}"  # noqa: E731
+    con.print(f"recipe {res['recipe']}: {sum(nodes.values()) / n:.2f} calls per claim "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(nodes.items()))}); label escalated on {len(esc)}/{n} claims "
+              f"(verdict right on {right(esc)} of those, on {right([r for r in rows if r not in esc])} of the others)")
     con.print(f"decided by: {', '.join(f'{k} {v}' for k, v in sorted(decided.items()))} · "
               f"degraded councils: {sum(r['degraded'] for r in rows)} · "
               f"member failures: {sum(len(r['failed']) for r in rows)} · answers served by a fallback model: "
@@ -275,6 +287,8 @@ def main() -> None:
     ap.add_argument("--panel", choices=["qwen", "tiny"], default="qwen", help="the local panel (default: %(default)s)")
     ap.add_argument("--concurrency", "-j", type=int, default=2, help="councils at a time (default: %(default)s, "
                     "as `council check FILE` on a local panel: measured fastest, see the README)")
+    ap.add_argument("--recipe", default=None, help="a recipe (e.g. cascade: the first wording alone, the second "
+                    "only while the label is in doubt); default: the one-round council")
     ap.add_argument("--ask-timing", action="store_true", help="also time `council ask` in new processes, the "
                     "first on a fresh cache")
     ap.add_argument("--ask-only", action="store_true", help="only the `council ask` timing, no claims")
@@ -293,7 +307,7 @@ def main() -> None:
     print(f"{len(claims)} claims · database {url}", file=sys.stderr)
     t = time.perf_counter()
     if not args.ask_only:
-        res = asyncio.run(run(claims, url, args.out, args.concurrency))
+        res = asyncio.run(run(claims, url, args.out, args.concurrency, args.recipe))
         report(res)
     if args.ask_questions:
         q = asyncio.run(ask_questions(DATA.with_name("short_answers.jsonl"), args.ask_questions, url))

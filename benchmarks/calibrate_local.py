@@ -17,12 +17,17 @@ Then, per wording:
   majority of calibrated labels (odd panels), the council's weighted vote at the prior reliability, and a
   stacked logistic regression on the raw log-odds fitted on ``--fit``.
 
+``--cascade`` prints, from the cached probabilities, the local cascade's trade-off per threshold on the
+vote's posterior (``escalate_label_below``): the first wording alone, the second asked only below the
+threshold, combined as the engine's vote does; on the ``--fit`` claims (where the threshold is chosen) and on
+the ``--test`` claims.
+
 ``--choose`` instead compares every panel of one to three ``CANDIDATES`` wordings on the ``--fit`` claims
 alone (cross-validated), which is how the panel's wordings were chosen; the ``--test`` claims play no part.
 
     python benchmarks/calibrate_local.py [--fit benchmarks/data/calibration_tf.jsonl]
         [--test benchmarks/data/claims_tf.jsonl] [--raw FILE] [--limit N] [--no-collect]
-        [--compare local_true_false.j2,...] [--choose]
+        [--compare local_true_false.j2,...] [--choose] [--cascade]
 """
 
 from __future__ import annotations
@@ -145,6 +150,32 @@ def engine_vote(calibrated: list[float], reliability: float = 0.7) -> float:
         conf = max(p, 1.0 - p)
         z += weight(effective_accuracy(reliability, conf)) * (1 if p >= 0.5 else -1)
     return 1.0 / (1.0 + math.exp(-z))
+
+
+def cascade(files: list[tuple[str, list[dict[str, str]]]], cached: dict[tuple[str, str], float]) -> None:
+    """The cascade's accuracy and share escalated per threshold on the first wording's vote posterior."""
+    from council.config.local_models import CALIBRATION, ESCALATE_BELOW
+    from council.deliberation.vote import effective_accuracy
+
+    first, second = panel_templates()
+    print(f"local cascade: {first} alone; {second} too while the vote's posterior is below the threshold "
+          f"(shipped: {ESCALATE_BELOW})")
+    print("| claims | threshold | accuracy | escalated | member calls per claim |\n|---|---|---|---|---|")
+    for name, rows in files:
+        have = [r for r in rows if (r["claim"], first) in cached and (r["claim"], second) in cached]
+        for t in (0.0, 0.66, 0.67, 0.68, 0.69, 1.0):
+            right = escalated = 0
+            for r in have:
+                pa = CALIBRATION[first].apply(cached[(r["claim"], first)])
+                posterior = effective_accuracy(0.7, max(pa, 1.0 - pa))
+                p = pa
+                if posterior < t:
+                    escalated += 1
+                    p = engine_vote([pa, CALIBRATION[second].apply(cached[(r["claim"], second)])])
+                right += ("SUPPORTED" if p >= 0.5 else "REFUTED") == r["label"]
+            n = len(have) or 1
+            print(f"| {name} ({len(have)}) | {t:g}{' (shipped)' if t == ESCALATE_BELOW else ''} | "
+                  f"{right / n:.1%} | {escalated / n:.1%} | {1 + escalated / n:.2f} |")
 
 
 def combinations(calibrated: list[list[float]]) -> dict[str, list[float]]:
@@ -282,6 +313,8 @@ def main() -> None:
                          "for the fit claims alone) and print that table instead of the report")
     ap.add_argument("--compare", default="", help="comma-separated further wordings (prompt templates of "
                     "CANDIDATES) to ask and report beside the panel's, each alone")
+    ap.add_argument("--cascade", action="store_true",
+                    help="the local cascade's accuracy and share escalated per threshold (cached probabilities only)")
     args = ap.parse_args()
     fit, test = load(args.fit, args.limit), load(args.test, args.limit)
     cached: dict[tuple[str, str], float] = {}
@@ -293,6 +326,9 @@ def main() -> None:
     extra = [t for t in args.compare.split(",") if t and t not in panel]
     if unknown := [t for t in extra if t not in CANDIDATES]:
         raise SystemExit(f"--compare: not a candidate wording: {', '.join(unknown)} (see CANDIDATES)")
+    if args.cascade:
+        cascade([(args.fit.name, fit), (args.test.name, test)], cached)
+        return
     if args.choose:
         if not args.no_collect:
             asyncio.run(collect(fit, args.raw, cached, list(CANDIDATES)))

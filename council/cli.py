@@ -173,6 +173,7 @@ from council.batch.budget_cli import budget_app  # noqa: E402  (typer only)
 app.add_typer(budget_app, name="budget")
 
 __import__("council.eval.cli", fromlist=["register"]).register(app)  # council eval, council eval compare, council evals
+__import__("council.local_cli", fromlist=["register"]).register(app)  # council local start|stop|status
 
 
 @app.command("check-one")
@@ -444,6 +445,12 @@ def main() -> None:
     import os
     import sys
 
+    from council.warm import forward
+
+    forwarded = forward(sys.argv[1:])  # a warm local panel answers, when one is running (council local start)
+    if forwarded is not None:
+        sys.stdout.flush()
+        os._exit(forwarded)
     try:
         app()
         code = 0

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+os.environ["COUNCIL_WARM"] = "0"  # no test is answered by a warm local panel a developer has running (test_warm sets 1)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

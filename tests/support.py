@@ -58,10 +58,12 @@ class Proc:
 
 def cli_env(db: Path, *, columns: int = 250, **extra: str) -> dict[str, str]:
     """The environment of a CLI subprocess: no config and no key from the developer's shell, ``db`` as the
-    default database, a fixed terminal width, no colour."""
+    default database, a fixed terminal width, no colour, no warm local panel."""
     env = dict(os.environ)
+    # COUNCIL_WARM=0: never answered by a warm local panel the developer may have running (test_warm sets 1).
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS=str(columns), COUNCIL_DB=str(db), NO_COLOR="1",
-               PYTHONIOENCODING="utf-8", **extra)
+               PYTHONIOENCODING="utf-8", COUNCIL_WARM="0")
+    env.update(extra)
     for var in ("COUNCIL_CONFIG", "OPENAI_API_KEY", "FORCE_COLOR", "PYTHONWARNINGS"):
         env.pop(var, None)
     return env

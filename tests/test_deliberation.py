@@ -219,6 +219,20 @@ def test_cascade_escalates_an_unsettled_label(scripted, db_url: str) -> None:
     assert "judge" not in srv.stats()["requests"]
 
 
+def test_a_one_sentence_strong_model_is_left_out_of_an_open_questions_escalation(scripted, db_url: str) -> None:
+    # Ranked first in the strong tier but it answers in one sentence: it cannot rule on the items E1, E2 of
+    # an open question, so the chain goes straight to strong-x: no request, no skipped record for it.
+    srv = scripted(cascade_script(**{"sent": {"latency": 0.05, "answers": [{"content": "Yes."}]}}))
+    cfg = cascade_config(srv.base_url, escalation={"allowed_models": ["sent", "strong-x"],
+                                                   "answer_styles": ["structured", "sentence"]})
+    cfg["models"]["sent"] = {"model": "openai/sent", "api_base": srv.base_url, "quality": 99, "provider": "prov-s",
+                             "answer_style": "sentence", "input_usd_per_mtok": 0.0, "output_usd_per_mtok": 0.0}
+    result = Council(cfg, db=db_url, recipe="cascade").ask(GREAT_WALL)
+    assert {e.status for e in result.escalations} == {"settled"}
+    assert [c.model for c in result.calls if c.node == "escalate"] == ["strong-x"]
+    assert "sent" not in srv.stats()["requests"]
+
+
 # ------------------------------------------------------------------------------------------ provenance
 
 def test_provenance_graph_and_prov_show_reviews_judgements_and_escalations(scripted, db_url: str) -> None:

@@ -45,7 +45,7 @@ CLAIM = "Water boils at 100 degrees Celsius at sea level."
 def _env(db: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "COUNCIL_CONFIG"}
     env.update(COUNCIL_DB=str(db), LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="400", PYTHONUNBUFFERED="1",
-               COUNCIL_LOCAL_PANEL="tiny")
+               COUNCIL_LOCAL_PANEL="tiny", COUNCIL_WARM="0")
     return env
 
 

@@ -304,3 +304,67 @@ def test_the_default_panels_vote_follows_the_more_confident_member(tmp_path: Pat
         assert {a.label for a in result.answers} == {"SUPPORTED", "REFUTED"}
         assert result.verdict is not None and result.verdict.label == expected
         assert result.verdict.decided_by == "vote" and "judge" not in asked
+
+
+def test_the_default_panels_cascade_asks_the_second_wording_only_in_doubt(tmp_path: Path) -> None:
+    """``--recipe cascade`` on the default panel's policies (scripted over loopback): the first wording alone
+    answers; only when its calibrated confidence leaves the vote's posterior under ``escalate_label_below``
+    is the second wording asked (one token, its confidence weighing its vote); the judge never is."""
+    from council import Council
+    from council.config.local_models import ESCALATE_BELOW, QWEN_JUDGE, QWEN_MEMBERS, qwen_cascade_policies
+    from council.testing.server import ScriptedServer
+
+    first, second = list(QWEN_MEMBERS)
+
+    def member(a: str, pa: float, b: str) -> dict[str, Any]:
+        return {"latency": 0.0, "answers": [{"match": "", "content": a,
+                                             "top_logprobs": {a: math.log(pa), b: math.log(1 - pa)}}]}
+
+    def run(p_yes: float, p_true: float, db: str) -> tuple[Any, dict[str, int]]:
+        script = {"models": {first: member("Yes", p_yes, "No"), second: member("True", p_true, "False"),
+                             QWEN_JUDGE: {"latency": 0.0, "answers": [{"match": "", "content": {
+                                 "label": "NOT_ENOUGH_INFO", "answer": "x", "confidence": 0.5}}]}}}
+        with ScriptedServer(script) as srv:
+            models = {n: {"model": f"openai/{n}", "api_base": srv.base_url, "local": True, "answer_style": "sentence",
+                          "confidence_from": "logprobs", "quality": spec["quality"],
+                          **{k: spec[k] for k in ("prompt_template", "logprob_tokens", "calibration")}}
+                      for n, spec in QWEN_MEMBERS.items()}
+            models[QWEN_JUDGE] = {"model": f"openai/{QWEN_JUDGE}", "api_base": srv.base_url, "local": True,
+                                  "quality": 58, "answer_style": "structured"}
+            cheap, strong = qwen_cascade_policies({"timeout_s": 10.0}, {"timeout_s": 10.0})
+            config = {"database": f"sqlite:///{tmp_path / db}", "models": models,
+                      "policies": {"fact_check_cheap": cheap, "escalation": strong,
+                                   "adjudication": {"allowed_models": [QWEN_JUDGE]}}}
+            result = Council(config, recipe="cascade").check("Oslo is the capital of Norway.")
+            return result, srv.stats()["requests"]
+
+    from council.config.local_models import CALIBRATION
+
+    def confidence(template: str, raw_supported: float) -> float:
+        p = CALIBRATION[template].apply(raw_supported)
+        return max(p, 1 - p)
+
+    # "Is it false?" answered Yes with 0.7 (the model means "it is right": raw P(SUPPORTED) 0.3): calibrated
+    # SUPPORTED with confidence 0.84, posterior 0.6 + 0.1 * 0.84 >= 0.67: settled by the first wording alone.
+    assert 0.6 + 0.1 * confidence("local_is_false.j2", 0.3) >= ESCALATE_BELOW
+    sure, asked = run(p_yes=0.7, p_true=0.2, db="sure.db")
+    assert sure.verdict is not None and sure.verdict.label == "SUPPORTED" and sure.verdict.decided_by == "vote"
+    assert asked == {first: 1} and sure.escalations == []
+    assert [c.node for c in sure.calls] == ["member"]
+    # Yes with 0.62: calibrated SUPPORTED with confidence 0.61, posterior 0.66 < 0.67: in doubt. The second
+    # wording says False with 0.8 (calibrated REFUTED, confidence 0.80): the summed vote leans to the more
+    # confident side, REFUTED, and settles there; the judge is not asked.
+    assert 0.6 + 0.1 * confidence("local_is_false.j2", 0.38) < ESCALATE_BELOW
+    doubt, asked = run(p_yes=0.62, p_true=0.2, db="doubt.db")
+    assert asked == {first: 1, second: 1}
+    (esc,) = doubt.escalations
+    assert esc.target == "label" and esc.status == "settled" and esc.models == [second]
+    assert esc.reason.startswith("label vote settled in doubt: posterior 0.66 < 0.67")
+    assert esc.decisions == {second: "REFUTED"}
+    assert esc.confidences[second] == pytest.approx(confidence("local_false_true.j2", 0.2), abs=1e-6)
+    assert esc.posterior_before < ESCALATE_BELOW and esc.outcome == "REFUTED"
+    v = doubt.verdict
+    assert v is not None and v.label == "REFUTED" and v.settled_by_escalation == ["label"]
+    strong_calls = [c for c in doubt.calls if c.node == "escalate"]
+    assert [(c.model, c.completion_tokens, c.cost_source) for c in strong_calls] == [(second, 1, "local")]
+    assert {s.stage: s.calls for s in doubt.stage_costs} == {"answer": 1, "escalate": 1}

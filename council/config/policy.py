@@ -114,6 +114,10 @@ class TaskPolicy(BaseModel):
     least this (or at most 1 minus this); otherwise it is contested and goes to the adjudicator."""
     min_supporters: int = Field(default=2, ge=1)
     """An uncontradicted cluster is accepted by vote once this many members state it."""
+    escalate_label_below: float | None = Field(default=None, gt=0.5, le=1.0)
+    """For a cascade's cheap tier on a fact check: the label goes to the strong tier while its vote
+    posterior is below this, even when the vote settles it (cost follows doubt). None: only an unsettled
+    label is escalated."""
     max_revision_rounds: int = Field(default=2, ge=1, le=10)
     """For a recipe's ``revise`` stage: the most revision rounds after the first answers; rounds stop
     earlier at convergence (nothing contested, or every member held its answer)."""

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from council.calls.answers import FactLabel
 from council.calls.budget import Budget
 from council.calls.ratelimit import RateLimiter
-from council.calls.members import CallContext, run_chain
+from council.calls.members import CallContext, PlainPrompts, run_chain
 from council.calls.prompts import render, schema_text
 from council.calls.records import CallRecord
 from council.config.policy import TaskPolicy
@@ -31,7 +31,7 @@ from .clusters import ClaimCluster
 from .vote import LabelVote, effective_accuracy, weight
 
 __all__ = ["Escalation", "EscalationDraft", "EscalationItem", "StrongAnswer", "apply_escalation",
-           "ask_strong_tier", "escalation_items"]
+           "ask_strong_tier", "escalation_items", "label_in_doubt"]
 
 
 class EscalationItem(BaseModel):
@@ -66,6 +66,8 @@ class EscalationDraft(BaseModel):
     """One ruling per item shown."""
     label: FactLabel | None = None
     """For a fact check whose label was escalated: SUPPORTED, REFUTED or NOT_ENOUGH_INFO."""
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Your probability that that label is right."""
 
 
 class StrongAnswer(BaseModel):
@@ -76,6 +78,8 @@ class StrongAnswer(BaseModel):
     call_id: str | None = None
     decisions: dict[str, str] = Field(default_factory=dict)
     """Target (cluster id or ``label``) -> ``true`` / ``false`` / ``unsure``, or the label given."""
+    confidence: float | None = None
+    """Its confidence in the label it gave (stated, or read from token probabilities and calibrated)."""
     error_kind: str | None = None
     reason: str | None = None
 
@@ -101,6 +105,8 @@ class Escalation(BaseModel):
     """Strong model -> the call that gave its decision."""
     decisions: dict[str, str] = Field(default_factory=dict)
     """Strong model -> its decision on this item."""
+    confidences: dict[str, float] = Field(default_factory=dict)
+    """Strong model -> its confidence in the label it gave (a label item only; weighs its vote)."""
     status: Literal["settled", "contested", "skipped_budget", "failed"]
     """``settled`` when the strong tier's votes settled it; ``skipped_budget`` when no strong call fit the
     budget; ``failed`` when every strong call failed; else ``contested`` (goes on to the adjudicator)."""
@@ -115,9 +121,19 @@ def _sides(k: ClaimCluster, clusters: dict[str, ClaimCluster]) -> tuple[int, int
     return len(k.member_labels), len(con)
 
 
+def label_in_doubt(task: str, label_vote: LabelVote | None, policy: TaskPolicy) -> bool:
+    """A fact check's label the strong tier should see: unsettled, or settled below the policy's
+    ``escalate_label_below``."""
+    if task != "check" or label_vote is None:
+        return False
+    return not label_vote.settled or (policy.escalate_label_below is not None
+                                      and label_vote.posterior < policy.escalate_label_below)
+
+
 def escalation_items(task: str, clusters: list[ClaimCluster], label_vote: LabelVote | None, question: str,
-                     answered: int, quorum: int, settle_at: float) -> list[EscalationItem]:
-    """The contested clusters and unsettled label, each with the reason it is escalated."""
+                     answered: int, policy: TaskPolicy) -> list[EscalationItem]:
+    """The contested clusters and the label in doubt, each with the reason it is escalated."""
+    quorum, settle_at = policy.quorum, policy.vote_settle_at
     by_id = {k.cluster_id: k for k in clusters}
     items: list[EscalationItem] = []
     for k in clusters:
@@ -128,10 +144,16 @@ def escalation_items(task: str, clusters: list[ClaimCluster], label_vote: LabelV
             item=f"E{len(items) + 1}", target=k.cluster_id, text=k.text,
             reason=(f"{k.label}: posterior {k.support:.2f} between {1 - settle_at:.2f} and {settle_at:.2f}; "
                     f"{pro} member(s) state it, {con} contradict it")))
-    if task == "check" and label_vote is not None and not label_vote.settled:
-        why = (f"quorum not met: {answered} of {quorum} required members answered" if answered < quorum
-               else f"label vote not settled: posterior {label_vote.posterior:.2f} < {settle_at:.2f} "
-                    f"(votes {dict(sorted(label_vote.votes.items()))})")
+    if label_in_doubt(task, label_vote, policy):
+        assert label_vote is not None
+        votes = f"(votes {dict(sorted(label_vote.votes.items()))})"
+        if answered < quorum:
+            why = f"quorum not met: {answered} of {quorum} required members answered"
+        elif not label_vote.settled:
+            why = f"label vote not settled: posterior {label_vote.posterior:.2f} < {settle_at:.2f} {votes}"
+        else:
+            why = (f"label vote settled in doubt: posterior {label_vote.posterior:.2f} < "
+                   f"{policy.escalate_label_below:.2f} (the policy's escalate_label_below) {votes}")
         items.append(EscalationItem(item=f"E{len(items) + 1}", target="label", text=question, reason=why))
     return items
 
@@ -142,8 +164,14 @@ async def ask_strong_tier(
     first_attempt: Callable[[str], int] = lambda _seat: 1,
     on_send: Callable[[CallRecord], None] | None = None,
     limiter: RateLimiter | None = None,
+    plain: PlainPrompts | None = None,
 ) -> list[StrongAnswer]:
-    """One call per strong seat, all items in one prompt; seats are asked in turn (the budget decides)."""
+    """One call per strong seat, all items in one prompt; seats are asked in turn (the budget decides).
+
+    ``plain`` (a fact check): models that answer in one sentence, or by token probabilities, may serve too;
+    they are asked the claim as a member is, and give only the label (with their confidence). Without it
+    (an open question) only structured models can rule on the items, and the others are left out of the
+    chain."""
     nonce = content_id(run_id, "fence")[:8]
     view = [{"label": it.item, "text": it.text.replace("<", "‹").replace(">", "›"), "is_label": it.target == "label"}
             for it in items]
@@ -153,9 +181,15 @@ async def ask_strong_tier(
     out: list[StrongAnswer] = []
     for seat in panel.seats:
         label = f"strong-{seat.label}"
+        chain = [e for e in seat.chain if plain is not None or e.answer_style == "structured"]
+        if not chain:
+            out.append(StrongAnswer(seat=label, model=seat.chain[0].name, error_kind="answer_style",
+                                    reason="no model of the seat can rule on items (they answer in one sentence)"))
+            continue
         ctx = CallContext(run_id=run_id, node="escalate", member_label=label, policy=panel.policy, prompt=prompt,
-                          sink=sink, budget=budget, first_attempt=first_attempt(label), on_send=on_send, limiter=limiter)
-        res = await run_chain(ctx, seat.chain, EscalationDraft)
+                          sink=sink, budget=budget, first_attempt=first_attempt(label), on_send=on_send,
+                          limiter=limiter, plain=plain)
+        res = await run_chain(ctx, chain, EscalationDraft)
         if res.value is None or res.model is None:
             out.append(StrongAnswer(seat=label, model=seat.chain[0].name, error_kind=res.error_kind or "unknown",
                                     reason=res.reason))
@@ -163,7 +197,8 @@ async def ask_strong_tier(
         decisions = {target_of[r.item.strip()]: r.decision for r in res.value.rulings if r.item.strip() in target_of}
         if "label" in target_of.values() and res.value.label is not None:
             decisions["label"] = res.value.label
-        out.append(StrongAnswer(seat=label, model=res.model.name, call_id=res.call_id, decisions=decisions))
+        out.append(StrongAnswer(seat=label, model=res.model.name, call_id=res.call_id, decisions=decisions,
+                                confidence=res.value.confidence if "label" in decisions else None))
     return out
 
 
@@ -186,7 +221,9 @@ def apply_escalation(
     ok = [a for a in answers if a.call_id is not None]
     records: list[Escalation] = []
     for it in items:
-        w_of = {a.model: weight(effective_accuracy(reliability.get(a.model, strong_policy.reliability_prior), None))
+        # A label counts with the confidence its model gave it (as a member's does); a cluster ruling in full.
+        w_of = {a.model: weight(effective_accuracy(reliability.get(a.model, strong_policy.reliability_prior),
+                                                   a.confidence if it.target == "label" else None))
                 for a in ok}
         decisions = {a.model: a.decisions[it.target] for a in ok if it.target in a.decisions}
         if it.target == "label":
@@ -199,7 +236,7 @@ def apply_escalation(
                 p = _sigmoid(label_vote.log_odds_supported)
                 label_vote.label = "SUPPORTED" if p >= 0.5 else "REFUTED"
                 label_vote.posterior = max(p, 1.0 - p)
-                label_vote.settled = label_vote.posterior >= policy.vote_settle_at
+            label_vote.settled = label_vote.posterior >= policy.vote_settle_at
             settled, outcome, after, klabel = label_vote.settled, label_vote.label, label_vote.posterior, None
         else:
             k = by_id[it.target]
@@ -228,5 +265,7 @@ def apply_escalation(
             target=it.target, cluster_label=klabel, text=it.text, reason=it.reason, tier=tier,
             models=[a.model for a in answers], call_ids=[a.call_id for a in ok if a.call_id],
             call_of={a.model: a.call_id for a in ok if a.call_id},
-            decisions=decisions, status=status, outcome=outcome, posterior_before=before, posterior_after=after))
+            decisions=decisions, confidences={a.model: a.confidence for a in ok if a.confidence is not None
+                                              and it.target == "label" and it.target in a.decisions},
+            status=status, outcome=outcome, posterior_before=before, posterior_after=after))
     return clusters, label_vote, records

@@ -17,7 +17,6 @@ closes the run. State between nodes is typed: pydantic models in a TypedDict, no
 
 from __future__ import annotations
 
-import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pydantic import BaseModel
 from council.calls.answers import AnswerDraft, MemberOutcome
 from council.calls.budget import Budget
 from council.calls.gateway import ImagePart, missing_key
-from council.calls.members import CallContext, PlainPrompts, run_chain
+from council.calls.members import CallContext, run_chain
 from council.calls.ratelimit import RateLimiter
 from council.calls.prompts import RenderedPrompt, render, schema_text
 from council.calls.records import CallRecord
@@ -38,7 +37,7 @@ from council.config.policy import TaskPolicy
 from council.config.qualify import Panel, RequestNeeds, estimate_tokens, qualify
 from council.config.settings import CouncilConfig, Recipe
 from council.deliberation.adjudication import Adjudication, adjudicate_contested, build_verdict
-from council.deliberation.cascade import Escalation
+from council.deliberation.cascade import Escalation, label_in_doubt
 from council.deliberation.review import Review
 from council.deliberation.claims import build_answer, build_failure
 from council.deliberation.embeddings import EmbeddingChoice, embed_for_clustering
@@ -48,7 +47,7 @@ from council.deliberation.revision import is_contested, revision_stop
 from council.deliberation.verdict import Flip, Verdict
 from council.errors import ConfigError
 from council.store.db import Store
-from .stages import escalate, review, review_factors, review_notes, revise, stage_panels, with_stage_outcomes
+from .stages import escalate, plain_prompts, review, review_factors, review_notes, revise, stage_panels, with_stage_outcomes
 
 if TYPE_CHECKING:  # langgraph is imported when the graph is built, not at module import (start-up speed)
     from langgraph.runtime import Runtime
@@ -257,9 +256,7 @@ async def member(task: MemberTask, runtime: Runtime[GraphDeps]) -> CouncilState:
         run_id=req.run_id, node="member", member_label=seat.label, policy=plan_.member_panel.policy,
         prompt=plan_.member_prompt, sink=deps.store.add_call, budget=deps.budget_of(req.run_id), image=req.image,
         first_attempt=first, on_send=_intent(deps), limiter=deps.limiter,
-        plain=PlainPrompts(sentence=plan_.sentence_prompt, completion=plan_.completion_prompt, task=req.task,
-                           question=req.question, render_own=functools.partial(
-                               render, task=req.task, question=req.question, passages=plan_.passages)),
+        plain=plain_prompts(req, plan_),
     )
     out = await run_chain(ctx, seat.chain, AnswerDraft)
     if out.value is None or out.model is None or out.call_id is None:
@@ -310,7 +307,8 @@ async def route(state: CouncilState) -> str:
 async def route_escalate(state: CouncilState) -> str:
     """After the vote in a cascade: escalate contested clusters or an unsettled label, else go on."""
     rec = state["reconciliation"]
-    if is_contested(rec.clusters, rec.label_vote):
+    if is_contested(rec.clusters, rec.label_vote) or label_in_doubt(
+            state["request"].task, rec.label_vote, state["plan"].member_panel.policy):
         return "escalate"
     return await route(state)
 

@@ -9,9 +9,12 @@ like the nodes of ``council.pipeline.graph``; the deliberation itself is plain f
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from council.calls.answers import MemberOutcome
+from council.calls.members import PlainPrompts
+from council.calls.prompts import render
 from council.config.policy import TaskPolicy
 from council.config.qualify import Panel, RequestNeeds, estimate_tokens, exclusion_reason, qualify
 from council.deliberation.cascade import Escalation, StrongAnswer, apply_escalation, ask_strong_tier, escalation_items
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 
     from .graph import CouncilState, GraphDeps
 
-__all__ = ["StagePolicies", "escalate", "review", "review_factors", "review_notes", "revise", "stage_panels",
+__all__ = ["StagePolicies", "escalate", "plain_prompts", "review", "review_factors", "review_notes", "revise", "stage_panels",
            "with_stage_outcomes"]
 
 
@@ -202,7 +205,17 @@ def _stored_strong_answers(escalations: list[Escalation]) -> list[StrongAnswer]:
             a = by_model.setdefault(m, StrongAnswer(seat="", model=m, call_id=cid))
             if m in e.decisions:
                 a.decisions[e.target] = e.decisions[m]
+            if m in e.confidences:
+                a.confidence = e.confidences[m]
     return list(by_model.values())
+
+
+def plain_prompts(req: Any, plan_: Any) -> PlainPrompts:
+    """The prompts a one-sentence (or token-probability) model gets for this request: a member's, and in a
+    cascade a strong model's on a fact check (asked the claim as a member would be)."""
+    return PlainPrompts(sentence=plan_.sentence_prompt, completion=plan_.completion_prompt, task=req.task,
+                        question=req.question, render_own=functools.partial(
+                            render, task=req.task, question=req.question, passages=plan_.passages))
 
 
 async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilState:
@@ -214,8 +227,7 @@ async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilS
     req, plan_, rec = state["request"], state["plan"], state["reconciliation"]
     panel, policy = plan_.strong_panel, plan_.member_panel.policy
     assert panel is not None and deps.recipe.cascade is not None
-    items = escalation_items(req.task, rec.clusters, rec.label_vote, req.question, len(rec.answers), policy.quorum,
-                             policy.vote_settle_at)
+    items = escalation_items(req.task, rec.clusters, rec.label_vote, req.question, len(rec.answers), policy)
     answers = _stored_strong_answers(load_escalations(deps.store, req.run_id)) if req.resume else []
     done_models = {a.model for a in answers}
     clusters, label_vote, records = rec.clusters, rec.label_vote, []
@@ -231,7 +243,8 @@ async def escalate(state: CouncilState, runtime: Runtime[GraphDeps]) -> CouncilS
                 panel=Panel(policy=panel.policy, seats=[seat], ranking=panel.ranking, excluded=panel.excluded),
                 template=deps.recipe.cascade.template, sink=deps.store.add_call, budget=deps.budget_of(req.run_id),
                 first_attempt=first_attempt,
-                on_send=deps.store.add_call_intent if deps.write_ahead else None, limiter=deps.limiter)
+                on_send=deps.store.add_call_intent if deps.write_ahead else None, limiter=deps.limiter,
+                plain=plain_prompts(req, plan_) if req.task == "check" else None)
         clusters, label_vote, records = apply_escalation(
             run_id=req.run_id, items=items, answers=answers, clusters=rec.clusters, label_vote=rec.label_vote,
             reliability=plan_.reliability, policy=policy, strong_policy=panel.policy)
