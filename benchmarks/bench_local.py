@@ -244,7 +244,7 @@ def ask_timing(question: str, repeats: int = 3) -> tuple[list[tuple[str, float]]
     subprocess.run([sys.executable, "-m", "council", "local", "start"], env=warm_env, check=True, capture_output=True)
     out.append(("`council local start` (once; not an ask)", time.perf_counter() - t))
     try:
-        for i in range(repeats):
+        for i in range(repeats + 2):
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "council", "ask", question], env=warm_env,
                                   capture_output=True, text=True)
@@ -258,7 +258,7 @@ def ask_timing(question: str, repeats: int = 3) -> tuple[list[tuple[str, float]]
     from council.store.db import Store
 
     store = Store(f"sqlite:///{Path(cache) / 'council.db'}")
-    statuses = Counter(c.status for r in store.list_runs(limit=2 * repeats) for c in store.load_run(r.run_id).calls
+    statuses = Counter(c.status for r in store.list_runs(limit=2 * repeats + 2) for c in store.load_run(r.run_id).calls
                        if c.node == "adjudicate")
     shutil.rmtree(cache, ignore_errors=True)
     return out, dict(statuses)

@@ -116,10 +116,18 @@ def register(app: typer.Typer) -> None:
         from council.pipeline.engine import Council
         from council.warm import serve
 
-        council = Council()  # imports the engine and litellm once; the built-in local panel
-        if not council.demo:
-            raise ConfigError("the warm worker serves the built-in local panel only")
-        runtime().ensure(council.catalog)  # the model servers, loaded once and kept
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="council-warm-up-") as tmp:
+            # One real fact check into a throwaway database (its call records included) imports and warms
+            # everything a command uses: the engine, litellm's handlers, the graph, and the model servers,
+            # which stay up for the commands that follow.
+            council = Council(db=f"sqlite:///{tmp}/warm-up.db")
+            if not council.demo:
+                raise ConfigError("the warm worker serves the built-in local panel only")
+            runtime().ensure(council.catalog)
+            council.check("Paris is the capital of France.")
+            council.store.engine.dispose()
         print(f"warm worker pid {os.getpid()} serving the {local_panel()!r} panel", flush=True)
         serve(lambda argv: run_in_process(app, argv), local_panel(), idle_minutes * 60.0)
 
