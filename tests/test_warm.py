@@ -60,10 +60,12 @@ def worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("COLUMNS", "77")
     t = threading.Thread(target=warm.serve, args=(fake_cli, "qwen", 30.0, path), daemon=True)
     t.start()
-    for _ in range(100):
-        if path.exists():
+    for _ in range(200):  # listening (the socket file appears at bind, just before listen)
+        try:
+            warm.request({"op": "ping"}, path=path, timeout=5)
             break
-        time.sleep(0.05)
+        except OSError:
+            time.sleep(0.05)
     yield path, seen, t
     if path.exists():
         warm.request({"op": "stop"}, path=path, timeout=5)
