@@ -236,7 +236,7 @@ def apply_escalation(
                 p = _sigmoid(label_vote.log_odds_supported)
                 label_vote.label = "SUPPORTED" if p >= 0.5 else "REFUTED"
                 label_vote.posterior = max(p, 1.0 - p)
-            label_vote.settled = label_vote.posterior >= policy.vote_settle_at
+                label_vote.settled = label_vote.posterior >= policy.vote_settle_at
             settled, outcome, after, klabel = label_vote.settled, label_vote.label, label_vote.posterior, None
         else:
             k = by_id[it.target]
