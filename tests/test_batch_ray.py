@@ -174,7 +174,11 @@ def test_an_actor_and_a_node_killed_mid_batch_every_claim_exactly_once(cluster: 
         os.kill(pids[0], signal.SIGKILL)  # an actor dies; Ray restarts it, and its claims are taken over
         _kill_when_quiet(pg_url, server, 14, deadline)
         raylets = {n_.all_processes["raylet"][0].process.pid: n_ for n_ in cluster.worker_nodes}
-        hosting = [raylets[pp] for p in _actor_pids(pg_url) if (pp := _parent(p)) in raylets]
+        hosting: list[Any] = []
+        while not hosting and time.monotonic() < deadline:  # the restarted actor may not have said its pid yet
+            hosting = [raylets[pp] for p in _actor_pids(pg_url) if (pp := _parent(p)) in raylets]
+            if not hosting:
+                time.sleep(0.2)
         assert hosting, "no actor runs on a worker node"
         victim_node = hosting[0]
         _kill_when_quiet(pg_url, server, 14, deadline)  # again: finding the node took a while
