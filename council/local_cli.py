@@ -111,21 +111,20 @@ def register(app: typer.Typer) -> None:
     @_errors
     def worker(idle_minutes: Annotated[float, typer.Option("--idle-minutes")] = 30.0) -> None:
         """The worker process itself (started by ``council local start``)."""
-        from council.config.local import local_panel, runtime
+        import tempfile
+
+        from council.config.local import local_panel
         from council.errors import ConfigError
         from council.pipeline.engine import Council
         from council.warm import serve
 
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="council-warm-up-") as tmp:
             # One real fact check into a throwaway database (its call records included) imports and warms
-            # everything a command uses: the engine, litellm's handlers, the graph, and the model servers,
-            # which stay up for the commands that follow.
+            # everything a command uses: the engine, litellm's handlers, the graph, and the model servers
+            # (started by the run, process-wide), which stay up for the commands that follow.
             council = Council(db=f"sqlite:///{tmp}/warm-up.db")
             if not council.demo:
                 raise ConfigError("the warm worker serves the built-in local panel only")
-            runtime().ensure(council.catalog)
             council.check("Paris is the capital of France.")
             council.store.engine.dispose()
         print(f"warm worker pid {os.getpid()} serving the {local_panel()!r} panel", flush=True)

@@ -140,7 +140,7 @@ class _Server(socketserver.UnixStreamServer):
         self.last_request = time.monotonic()
         self.served = 0
         self.stopping = False
-        self.timeout = min(5.0, idle_s)
+        self.timeout = min(5.0, idle_s)  # handle_request returns this often, for the idle check
 
     def status(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "panel": self.panel, "served": self.served, "idle_s": self.idle_s,
@@ -173,9 +173,6 @@ class _Server(socketserver.UnixStreamServer):
         self.served += 1
         self.last_request = time.monotonic()
         return {"stdout": out.getvalue(), "stderr": err.getvalue(), "code": code, "pid": os.getpid()}
-
-    def handle_timeout(self) -> None:
-        """Called when no request came within ``timeout``: nothing to do; the loop checks the idle time."""
 
 
 def serve(run_cli: Callable[[list[str]], int], panel: str, idle_s: float, path: Path | None = None) -> None:
